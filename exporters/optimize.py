@@ -1,0 +1,468 @@
+"""The pass runner: rewrite an ONNX graph for a target and prove every pass harmless on numbers.
+
+``optimize(model, target=...)`` runs the target's passes (see
+:data:`PIPELINES`) over an onnx-graphsurgeon graph. After every pass it runs
+the graph before and after it in ONNX Runtime (CPU provider,
+``ORT_DISABLE_ALL`` so ORT's own fusions cannot hide a broken pass) on the
+same seeded random inputs with a batch > 1, and raises
+:class:`~deploy_res.errors.ValidationFailed` naming the pass when an output
+moves by more than ``atol + rtol * max(1, max|reference|)``.
+
+Targets:
+
+- ``onnxruntime``: cleanup, fold BatchNorm, fold residual scales, fuse
+  Conv+Add(+Relu) into ``com.microsoft.FusedConv``, cleanup;
+- ``tensorrt``: the same with standard ops only: residual Adds are made
+  contiguous with their Conv and Relu and listed in the report;
+- ``portable``: cleanup, fold BatchNorm, cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from deploy_res.errors import DeployResError, ValidationFailed
+from exporters.passes import (
+    PassResult,
+    cleanup,
+    find_residual_adds,
+    fold_batchnorm,
+    fold_residual_scale,
+    fuse_residual_ort,
+    prepare_residual_tensorrt,
+)
+
+TARGETS = ("onnxruntime", "tensorrt", "portable")
+DEFAULT_TARGET = "onnxruntime"
+
+PASSES: dict[str, Callable[[gs.Graph], PassResult]] = {
+    "cleanup": cleanup,
+    "fold_batchnorm": fold_batchnorm,
+    "fold_residual_scale": fold_residual_scale,
+    "fuse_residual_ort": fuse_residual_ort,
+    "prepare_residual_tensorrt": prepare_residual_tensorrt,
+}
+"""Pass name -> function. Looked up at every run, so a test can swap one in."""
+
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("cleanup", "fold_batchnorm", "fold_residual_scale", "fuse_residual_ort", "cleanup"),
+    "tensorrt": ("cleanup", "fold_batchnorm", "fold_residual_scale", "prepare_residual_tensorrt", "cleanup"),
+    "portable": ("cleanup", "fold_batchnorm", "cleanup"),
+}
+
+DEFAULT_RTOL = 1e-4
+"""Tolerance relative to the largest reference output magnitude: |after - before| <= atol + rtol * max(1, max|before|)."""
+DEFAULT_RTOL_FP16 = 5e-3
+"""The default for graphs that compute in float16 (refolded FP16 weights round differently)."""
+DEFAULT_BATCH = 2
+DEFAULT_SEED = 0
+MS_DOMAIN = "com.microsoft"
+_PROTOBUF_LIMIT = 2_000_000_000
+_FLOAT16 = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+ModelLike = Union[onnx.ModelProto, str, os.PathLike]
+
+
+def optimize(
+    model_or_path: ModelLike,
+    output_path: Optional[Union[str, os.PathLike]] = None,
+    target: str = DEFAULT_TARGET,
+    batch: int = DEFAULT_BATCH,
+    rtol: Optional[float] = None,
+    atol: float = 0.0,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    seed: int = DEFAULT_SEED,
+    write_manifest: bool = True,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Optimise an ONNX model for ``target`` and check every pass; return ``(model, report)``.
+
+    Args:
+        model_or_path: an ``onnx.ModelProto`` or the path of an ONNX file (any
+            exporter's, not only deployres').
+        output_path: where to write the optimised model (atomically; external
+            data only past 2 GB), with a manifest ``<output>.json`` holding the
+            report unless ``write_manifest`` is False. None: write nothing.
+        target: ``onnxruntime`` (default), ``tensorrt`` or ``portable``.
+        batch: batch size of the check inputs when the batch axis is dynamic (default 2).
+        rtol: tolerance relative to the largest reference output magnitude;
+            default 1e-4, or 5e-3 for graphs that compute in float16.
+        atol: absolute tolerance added to it (default 0).
+        input_shapes: full shapes for inputs whose non-batch axes are dynamic.
+        seed: seed of the random check inputs (default 0).
+
+    Raises:
+        DeployResError: the file is missing or unreadable, the target is
+            unknown, ONNX Runtime cannot run the input graph, or an input
+            shape is dynamic beyond the batch axis and not given.
+        ValidationFailed: a pass changed the outputs beyond tolerance (the
+            message names it) or produced a graph ONNX Runtime or the ONNX
+            checker rejects.
+    """
+    if target not in PIPELINES:
+        raise DeployResError(f"unknown target {target!r}; choose one of {', '.join(PIPELINES)}")
+    if batch < 1:
+        raise DeployResError(f"batch must be at least 1, got {batch}")
+    started = time.perf_counter()
+    source = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
+    original = load_model(model_or_path)
+    model = _infer_shapes(original)
+    tolerance = rtol if rtol is not None else (DEFAULT_RTOL_FP16 if _computes_in_fp16(model) else DEFAULT_RTOL)
+    feeds = make_inputs(model, batch=batch, input_shapes=input_shapes, seed=seed)
+    try:
+        reference = run_ort(model, feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise DeployResError(f"ONNX Runtime cannot run the input model ({_first_line(exc)}); check the file and its input shapes") from None
+
+    graph = gs.import_onnx(model)
+    output_names = [tensor.name for tensor in graph.outputs]
+    previous = reference
+    passes = []
+    for step, name in enumerate(PIPELINES[target], start=1):
+        function = PASSES[name]
+        t0 = time.perf_counter()
+        result = function(graph)
+        seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        after = graph_to_model(graph, original)
+        if [tensor.name for tensor in graph.outputs] != output_names:
+            raise ValidationFailed(f"pass '{name}' (step {step}) changed the graph outputs {output_names} to {[t.name for t in graph.outputs]}; this is a bug in the pass")
+        try:
+            outputs = run_ort(after, feeds)
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationFailed(f"pass '{name}' (step {step}) produced a graph ONNX Runtime cannot run: {_first_line(exc)}") from None
+        check = compare_outputs(previous, outputs, rtol=tolerance, atol=atol)
+        if not check["ok"]:
+            raise ValidationFailed(
+                f"pass '{name}' (step {step}) changed output '{check['output']}': max abs error {check['max_abs_error']:.3g} "
+                f"> tolerance {check['tolerance']:.3g} (rtol {tolerance:g} x max(1, max|ref| {check['ref_max']:.3g}) + atol {atol:g}); "
+                f"re-run without optimisation and report the bug"
+            )
+        passes.append(
+            {
+                "name": name,
+                "step": step,
+                "changed": int(result.changed),
+                "skipped": list(result.skipped),
+                "details": {key: value for key, value in result.details.items() if key != "residual_adds"},
+                "max_abs_error": check["max_abs_error"],
+                "max_rel_error": check["max_rel_error"],
+                "seconds": round(seconds, 4),
+                "check_seconds": round(time.perf_counter() - t1, 4),
+            }
+        )
+        previous = outputs
+
+    large = _proto_bytes(after) >= _PROTOBUF_LIMIT
+    if not large:
+        _check(after)
+    total = compare_outputs(reference, previous, rtol=tolerance, atol=atol)
+    report: dict[str, Any] = {
+        "target": target,
+        "passes_run": list(PIPELINES[target]),
+        "batch": int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else batch,
+        "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
+        "seed": seed,
+        "rtol": tolerance,
+        "atol": atol,
+        "ops_before": op_counts(original),
+        "ops_after": op_counts(after),
+        "nodes_before": len(original.graph.node),
+        "nodes_after": len(after.graph.node),
+        "passes": passes,
+        "max_abs_error": total["max_abs_error"],
+        "max_rel_error": total["max_rel_error"],
+        "onnx_checker": "skipped (over 2 GB; checked on the saved file when output_path is given)" if large else "passed",
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if target == "tensorrt":
+        report["residual_adds"] = find_residual_adds(graph)
+    if output_path is not None:
+        save_model(after, output_path)
+        if large:
+            _check(str(output_path))
+            report["onnx_checker"] = "passed"
+        if write_manifest:
+            _write_manifest(output_path, source, report)
+    return after, report
+
+
+# ---------------------------------------------------------------- model I/O
+
+
+def load_model(model_or_path: ModelLike) -> onnx.ModelProto:
+    """The model itself, or the ONNX file at a path (with its external data); one-line error if unreadable."""
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise DeployResError(f"no ONNX file at {path}; pass the path of a .onnx model")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise several types
+        raise DeployResError(f"cannot read {path} as ONNX ({_first_line(exc)}); is it an ONNX model?") from None
+
+
+def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` atomically; weights go to ``<name>.data`` beside it only past 2 GB."""
+    from deploy_res.artifacts import atomic_path
+
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if _proto_bytes(model) < _PROTOBUF_LIMIT:
+            onnx.save_model(model, str(tmp))
+        else:
+            # External data is written beside the model under its final name.
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
+    return path
+
+
+def _write_manifest(output_path: Union[str, os.PathLike], source: Optional[Path], report: dict[str, Any]) -> None:
+    from deploy_res.artifacts import file_record, write_manifest
+
+    body = {
+        "inputs": {"model": file_record(source) if source is not None else None},
+        "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol", "input_shapes")},
+        "optimize": report,
+    }
+    write_manifest(output_path, "optimize", body)
+
+
+def graph_to_model(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph as a model with the original's IR version, opsets (+ com.microsoft 1 when used) and metadata."""
+    model = gs.export_onnx(graph)
+    model.ir_version = original.ir_version
+    domains = {opset.domain: opset.version for opset in model.opset_import}
+    for opset in original.opset_import:
+        domains.setdefault(opset.domain, opset.version)
+    if any(node.domain == MS_DOMAIN for node in model.graph.node):
+        domains.setdefault(MS_DOMAIN, 1)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in sorted(domains.items()))
+    model.producer_name = original.producer_name
+    model.producer_version = original.producer_version
+    model.doc_string = original.doc_string
+    del model.metadata_props[:]
+    model.metadata_props.extend(original.metadata_props)
+    return model
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shapes and types for every tensor where ONNX can infer them (the passes use ranks and shapes)."""
+    if _proto_bytes(model) >= _PROTOBUF_LIMIT:
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is a help, not a requirement
+        return model
+
+
+def _proto_bytes(model: onnx.ModelProto) -> int:
+    """Size of the serialised model, counting initializer payloads without serialising."""
+    return sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.int64_data) for t in model.graph.initializer) + len(model.graph.node) * 256
+
+
+def _check(model: Union[onnx.ModelProto, str]) -> None:
+    """``onnx.checker.check_model``; a failure is a bug in a pass (ValidationFailed)."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ValidationFailed(f"the optimised graph fails the ONNX checker: {_first_line(exc)}") from None
+
+
+def _computes_in_fp16(model: onnx.ModelProto) -> bool:
+    """True when graph inputs/outputs or initializers are float16/bfloat16."""
+    values = list(model.graph.input) + list(model.graph.output)
+    if any(v.type.tensor_type.elem_type in _FLOAT16 for v in values):
+        return True
+    return any(t.data_type in _FLOAT16 and len(t.dims) > 1 for t in model.graph.initializer)
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type, most frequent first; non-default domains as ``domain.Op``."""
+    counts = Counter(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}" for node in model.graph.node)
+    return dict(counts.most_common())
+
+
+# ---------------------------------------------------------------- numerical checks
+
+
+def make_inputs(
+    model: onnx.ModelProto,
+    batch: int = DEFAULT_BATCH,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, np.ndarray]:
+    """Seeded random feeds for every graph input: standard normal floats, small integers, random booleans.
+
+    Shapes come from the graph; a dynamic first axis becomes ``batch``; any
+    other dynamic axis needs ``input_shapes`` (one-line DeployResError).
+    """
+    rng = np.random.default_rng(seed)
+    given = dict(input_shapes or {})
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        if value.name in given:
+            shape = [int(dim) for dim in given[value.name]]
+        else:
+            shape = []
+            for axis, dim in enumerate(tensor_type.shape.dim):
+                if dim.HasField("dim_value") and dim.dim_value > 0:
+                    shape.append(dim.dim_value)
+                elif axis == 0:
+                    shape.append(batch)
+                else:
+                    label = dim.dim_param or "?"
+                    raise DeployResError(
+                        f"input '{value.name}' has a dynamic axis {axis} ('{label}') besides the batch; give its full shape (input_shapes={{'{value.name}': [...]}})"
+                    )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[value.name] = rng.random(shape) < 0.5
+        else:
+            feeds[value.name] = rng.integers(0, 4, size=shape).astype(dtype)
+    return feeds
+
+
+def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], level: Optional[Any] = None) -> dict[str, np.ndarray]:
+    """Run ``model`` on ONNX Runtime's CPU provider (default ``ORT_DISABLE_ALL``); outputs by name.
+
+    Large weights are handed to ORT as in-memory external initializers, so a
+    model is never serialised whole (faster, and fine past protobuf's 2 GB).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level if level is not None else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    light, arrays = _split_weights(model)
+    if arrays:
+        options.add_external_initializers(list(arrays), [ort.OrtValue.ortvalue_from_numpy(value) for value in arrays.values()])
+    session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feeds))))
+
+
+def _split_weights(model: onnx.ModelProto, threshold: int = 1024) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A copy of ``model`` whose initializers above ``threshold`` bytes are external stubs, and their values."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    source, graph = model.graph, light.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in source.initializer:
+        if len(tensor.raw_data) <= threshold or tensor.data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING):
+            graph.initializer.append(tensor)
+            continue
+        arrays[tensor.name] = onnx.numpy_helper.to_array(tensor)
+        stub = graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims, data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", "deployres-in-memory"), ("offset", "0"), ("length", str(len(tensor.raw_data)))):
+            stub.external_data.add(key=key, value=value)
+    return light, arrays
+
+
+def compare_outputs(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], rtol: float = DEFAULT_RTOL, atol: float = 0.0) -> dict[str, Any]:
+    """Worst output difference: ``{"ok", "output", "max_abs_error", "max_rel_error", "ref_max", "tolerance"}``.
+
+    An output passes when ``max|a - r| <= atol + rtol * max(1, max|r|)``;
+    ``max_rel_error`` is ``max|a - r| / max(1, max|r|)``. Non-float outputs
+    must match exactly; NaNs must sit where the reference has them.
+    """
+    worst = {"ok": True, "output": None, "max_abs_error": 0.0, "max_rel_error": 0.0, "ref_max": 1.0, "tolerance": atol + rtol}
+    largest_abs = 0.0
+    for name, ref in reference.items():
+        failed = {"ok": False, "output": name, "max_abs_error": float("inf"), "max_rel_error": float("inf"), "ref_max": 1.0, "tolerance": atol + rtol}
+        if name not in actual:
+            return failed
+        ref, out = np.asarray(ref), np.asarray(actual[name])
+        if ref.shape != out.shape:
+            return {**failed, "output": f"{name} (shape {list(out.shape)}, expected {list(ref.shape)})"}
+        if not np.issubdtype(ref.dtype, np.floating):
+            if not np.array_equal(ref, out):
+                return failed
+            continue
+        r64, a64 = ref.astype(np.float64), out.astype(np.float64)
+        nan_ref = np.isnan(r64)
+        if not np.array_equal(nan_ref, np.isnan(a64)):
+            return failed
+        diff = float(np.max(np.abs(r64 - a64)[~nan_ref], initial=0.0))
+        scale = max(1.0, float(np.max(np.abs(r64[~nan_ref]), initial=0.0)))
+        entry = {"ok": diff <= atol + rtol * scale, "output": name, "max_abs_error": diff, "max_rel_error": diff / scale, "ref_max": scale, "tolerance": atol + rtol * scale}
+        if not entry["ok"]:
+            return entry
+        largest_abs = max(largest_abs, diff)
+        if worst["output"] is None or entry["max_rel_error"] > worst["max_rel_error"]:
+            worst = entry
+    return {**worst, "max_abs_error": largest_abs}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+# ---------------------------------------------------------------- report rendering
+
+
+def render_report(report: Mapping[str, Any], max_reasons: int = 6) -> Any:
+    """The report as a short rich renderable: op counts before/after, one row per pass, the first skip reasons.
+
+    Print it with ``rich.console.Console().print(render_report(report))``.
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    ops = Table(title=f"ops ({report['nodes_before']} -> {report['nodes_after']} nodes)", show_edge=False)
+    ops.add_column("op")
+    ops.add_column("before", justify="right")
+    ops.add_column("after", justify="right")
+    before, after = report["ops_before"], report["ops_after"]
+    for op in list(before) + [op for op in after if op not in before]:
+        b, a = before.get(op, 0), after.get(op, 0)
+        ops.add_row(op, str(b), str(a), style=None if a == b else "bold")
+
+    passes = Table(title=f"passes (target {report['target']}, batch {report['batch']}, rtol {report['rtol']:g})", show_edge=False)
+    for column, justify in (("#", "right"), ("pass", "left"), ("changed", "right"), ("skipped", "right"), ("max abs err", "right"), ("max rel err", "right"), ("time s", "right")):
+        passes.add_column(column, justify=justify)
+    reasons = []
+    for entry in report["passes"]:
+        passes.add_row(
+            str(entry["step"]),
+            entry["name"],
+            str(entry["changed"]),
+            str(len(entry["skipped"])),
+            f"{entry['max_abs_error']:.2e}",
+            f"{entry['max_rel_error']:.2e}",
+            f"{entry['seconds']:.2f}",
+        )
+        reasons += [f"{entry['name']}: {reason}" for reason in entry["skipped"]]
+    parts: list[Any] = [ops, passes]
+    if reasons:
+        lines = [f"skipped: {reason}" for reason in reasons[:max_reasons]]
+        if len(reasons) > max_reasons:
+            lines.append(f"... and {len(reasons) - max_reasons} more (see the manifest)")
+        parts.append(Text("\n".join(lines), style="dim"))
+    if "residual_adds" in report:
+        parts.append(Text(f"{len(report['residual_adds'])} residual Adds listed for the INT8 stage (see the manifest)"))
+    parts.append(Text(f"end to end: max abs error {report['max_abs_error']:.2e}, max rel error {report['max_rel_error']:.2e}, {report['seconds']:.1f} s"))
+    return Group(*parts)
