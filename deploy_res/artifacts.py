@@ -26,6 +26,8 @@ from deploy_res.errors import DeployResError
 MANIFEST_SUFFIX = ".json"
 SCHEMA_VERSION = 1
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _VERSIONED_PACKAGES = ("deployres", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "numpy", "tensorrt")
 
 
@@ -74,6 +76,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -141,3 +144,12 @@ def read_manifest(artifact: str | os.PathLike, required: bool = False) -> dict[s
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DeployResError(f"manifest {path} is unreadable ({exc}); re-run the stage that wrote it") from None
+
+
+LINEAGE_KEYS = ("model", "input", "output", "batch_range", "preprocessing")
+"""Manifest fields every later stage carries forward, so any artifact leads back to its PyTorch original."""
+
+
+def lineage(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of ``manifest`` that a stage's output inherits (empty when there is none)."""
+    return {key: manifest[key] for key in LINEAGE_KEYS if manifest and key in manifest}

@@ -1,0 +1,226 @@
+"""The build stage: an ONNX file becomes an engine at the precision asked for.
+
+Precision lives in the ONNX (TensorRT 11 has no FP16/INT8 flags):
+
+1. the graph passes prepare the float graph for the backend: ``onnxruntime``
+   target for an FP32 ONNX Runtime engine, ``portable`` (standard ops, BN
+   folded) for ONNX Runtime FP16/INT8, ``tensorrt`` for TensorRT;
+2. FP16 converts that graph to FP16 types; INT8 calibrates activation ranges
+   on real data (cached) and emits Q/DQ for the backend;
+3. the backend builds its engine from that ONNX (skipped with ``onnx_only``).
+
+Files, for ``out/resnet50.onnx`` and ``--int8``:
+``resnet50.portable.opt.onnx`` (float, passes applied),
+``resnet50.calib-percentile.json`` (the ranges cache),
+``resnet50.int8.onnxruntime.onnx`` (the Q/DQ ONNX) and
+``resnet50.int8.cpu.ort.onnx`` (the engine), each with its manifest.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import onnx
+
+from deploy_res.artifacts import ensure_output_dir, file_record, lineage, read_manifest, write_manifest
+from deploy_res.errors import DeployResError
+from deploy_res.models import Preprocessing
+from engines import get_backend
+from engines.base import PRECISIONS
+
+DEFAULT_CALIB_SAMPLES = 128
+"""Calibration samples used by default (fewer available is an error)."""
+
+
+@dataclass
+class BuildEngineResult:
+    """The files a build wrote: the ONNX the engine is built from, and the engine (None with onnx_only)."""
+
+    precision_onnx: Path
+    engine: Optional[Path]
+    backend: str
+    precision: str
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def model_stem(path: Path) -> str:
+    """``resnet50.onnx`` / ``resnet50.opt.onnx`` / ``resnet50.tensorrt.opt.onnx`` -> ``resnet50``."""
+    return re.sub(r"(\.(opt|onnxruntime|tensorrt|portable|fp32|fp16|int8))*\.onnx$", "", path.name) or path.stem
+
+
+def pass_target(backend: str, precision: str) -> str:
+    """Which graph-pass target the float graph needs before precision and build."""
+    if backend == "tensorrt":
+        return "tensorrt"
+    return "onnxruntime" if precision == "fp32" else "portable"
+
+
+def _prepared_graph(source: Path, target: str, folder: Path, quiet_status) -> Path:
+    """The float graph with ``target``'s passes applied: the input itself if it already is, else optimised now."""
+    from deploy_res.optimize import optimize_file
+
+    manifest = read_manifest(source) or {}
+    if manifest.get("stage") == "optimize" and manifest.get("settings", {}).get("target") == target:
+        return source
+    if manifest.get("stage") == "optimize":  # optimised for another target: start again from its input
+        raw = Path(manifest.get("inputs", {}).get("onnx", {}).get("path", ""))
+        if not raw.is_file():
+            raise DeployResError(f"{source.name} is optimised for {manifest['settings']['target']}, this build needs {target}; pass the raw export instead")
+        source = raw
+    stem = model_stem(source)
+    output = folder / (f"{stem}.opt.onnx" if target == "onnxruntime" else f"{stem}.{target}.opt.onnx")
+    existing = read_manifest(output) if output.is_file() else None
+    if existing and existing.get("inputs", {}).get("onnx", {}).get("sha256") == file_record(source)["sha256"] \
+            and existing.get("settings", {}).get("target") == target:
+        return output
+    with quiet_status(f"graph passes for {target}"):
+        optimize_file(source, output, target=target)
+    return output
+
+
+def _load_calibration(calib_data: Path, manifest: dict, samples: int, skip_bad: bool, preprocessing: Optional[Preprocessing], model: onnx.ModelProto):
+    from deploy_res.data import load_inputs
+
+    pre = preprocessing or (Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None)
+    if pre is None and Path(calib_data).is_dir():
+        raise DeployResError("this ONNX file has no manifest with preprocessing; pass --input-size, --mean, --std (and --crop-pct) for the calibration images")
+    dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return load_inputs(calib_data, pre, count=samples, skip_bad=skip_bad, input_shape=dims, input_name=model.graph.input[0].name)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    output_dir: Optional[str | Path] = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    calib_data: Optional[str | Path] = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_method: Optional[str] = None,
+    skip_bad: bool = False,
+    fp16_keep_op_types: Sequence[str] | None = None,
+    fp16_keep_nodes: Sequence[str] = (),
+    onnx_only: bool = False,
+    device: str = "cpu",
+    preprocessing: Optional[Preprocessing] = None,
+    workspace_bytes: Optional[int] = None,
+    optimization_level: Optional[int] = None,
+    timing_cache: Optional[str | Path] = None,
+    quiet: bool = False,
+    console: Any = None,
+) -> BuildEngineResult:
+    """Build an engine from ``onnx_path`` (a raw export or an optimised ONNX).
+
+    Defaults: backend ``auto`` (TensorRT where a GPU and TensorRT are present,
+    else ONNX Runtime on the CPU), FP32, output beside the input, 128
+    calibration samples, the calibration method of
+    :data:`engines.precision.calibration.DEFAULT_METHOD`, TensorRT's timing
+    cache at ``<output>/tensorrt.timing.cache``. With ``onnx_only`` the FP16 /
+    Q/DQ ONNX is written and no engine is built, so ``backend="tensorrt"``
+    works without TensorRT.
+    """
+    source = Path(onnx_path)
+    if not source.is_file():
+        raise DeployResError(f"ONNX file {source} not found")
+    if precision not in PRECISIONS:
+        raise DeployResError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    folder = ensure_output_dir(output_dir or source.parent)
+    status = _status(console, quiet)
+    backend_name = backend
+    if onnx_only and backend == "auto":
+        backend_name = "onnxruntime"
+    engine_backend = None
+    if not onnx_only:
+        engine_backend = get_backend(backend)
+        backend_name = engine_backend.name
+    _check_onnx(source)
+
+    manifest_in = read_manifest(source) or {}
+    start = time.perf_counter()
+    target = pass_target(backend_name, precision)
+    prepared = _prepared_graph(source, target, folder, status)
+    stem = model_stem(source)
+    result = BuildEngineResult(prepared, None, backend_name, precision)
+    common = {**lineage(manifest_in), **lineage(read_manifest(prepared))}
+    if precision == "fp16":
+        from engines.precision.fp16 import convert_fp16
+
+        with status("converting to FP16"):
+            model = convert_fp16(onnx.load(str(prepared)), **({"keep_op_types": tuple(fp16_keep_op_types)} if fp16_keep_op_types is not None else {}), keep_nodes=tuple(fp16_keep_nodes))
+        result.precision_onnx = folder / f"{stem}.fp16.{backend_name}.onnx"
+        _save(model, result.precision_onnx)
+        write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
+                       "settings": {"precision": "fp16", "target": backend_name, "keep_op_types": list(fp16_keep_op_types or []), "keep_nodes": list(fp16_keep_nodes)},
+                       "seconds": round(time.perf_counter() - start, 2)})
+    elif precision == "int8":
+        from engines.precision.calibration import DEFAULT_METHOD, calibrate
+        from engines.precision.qdq import emit_qdq
+
+        if calib_data is None:
+            raise DeployResError("--int8 needs --calib-data DIR|FILE.npy|FILE.npz of real inputs (`deployres sample-photos DIR` writes real photos)")
+        method = calib_method or DEFAULT_METHOD
+        float_model = onnx.load(str(prepared))
+        samples = _load_calibration(Path(calib_data), common, calib_samples, skip_bad, preprocessing, float_model)
+        cache = folder / f"{stem}.calib-{method}.json"
+        ranges = calibrate(prepared, samples.arrays, method=method, cache_path=cache, quiet=quiet, console=console)
+        with status(f"emitting Q/DQ for {backend_name}"):
+            model = emit_qdq(float_model, ranges, target=backend_name)
+        result.precision_onnx = folder / f"{stem}.int8.{backend_name}.onnx"
+        _save(model, result.precision_onnx)
+        calibration = {"method": method, "options": ranges.options, "samples": len(samples), "data": str(calib_data),
+                       "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache,
+                       "seconds": round(ranges.seconds, 2)}
+        result.notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}")
+        write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
+                       "settings": {"precision": "int8", "target": backend_name}, "calibration": calibration,
+                       "seconds": round(time.perf_counter() - start, 2)})
+    result.artifacts.append(_summary(result.precision_onnx, precision, time.perf_counter() - start))
+    if onnx_only:
+        return result
+
+    suffix = ".plan" if backend_name == "tensorrt" else f".{device}.ort.onnx"
+    engine_path = folder / f"{stem}.{precision}{suffix}"
+    settings = {"device": device, "batch_range": common.get("batch_range"),
+                "timing_cache": str(timing_cache or folder / "tensorrt.timing.cache")}
+    if workspace_bytes:
+        settings["workspace_bytes"] = workspace_bytes
+    if optimization_level is not None:
+        settings["optimization_level"] = optimization_level
+    with status(f"building {backend_name} engine ({precision})"):
+        built = engine_backend.build(result.precision_onnx, engine_path, settings)
+    write_manifest(engine_path, "build-engine", {**common, **built.manifest, "settings": {"precision": precision, "backend": backend_name},
+                                                  "seconds": round(built.seconds, 2)})
+    result.engine = engine_path
+    result.notes += built.notes
+    result.artifacts.append(_summary(engine_path, precision, built.seconds))
+    return result
+
+
+def _check_onnx(path: Path) -> None:
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DeployResError(f"{path} is not a valid ONNX model ({first[:200]}); re-export it") from None
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    from exporters.torch_export import save_model
+
+    save_model(model, path)
+
+
+def _summary(path: Path, precision: str, seconds: float) -> dict[str, Any]:
+    return {"path": str(path), "bytes": path.stat().st_size, "precision": precision, "seconds": round(seconds, 2)}
+
+
+def _status(console: Any, quiet: bool):
+    import contextlib
+
+    if quiet or console is None:
+        return lambda _message: contextlib.nullcontext()
+    return lambda message: console.status(message)

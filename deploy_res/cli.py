@@ -1,0 +1,241 @@
+"""The ``deployres`` command: a thin click layer over the Python API.
+
+Each command parses its options, calls one API function, and prints. User
+errors (:class:`DeployResError`) become one line on stderr and a non-zero
+exit; Ctrl-C exits 130 with nothing half-written (the API writes atomically).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from deploy_res.errors import DeployResError
+
+TARGETS = ("onnxruntime", "tensorrt", "portable")
+
+
+class Context:
+    """Shared CLI state: where to print and how much."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        # Piped or captured output keeps whole table rows instead of wrapping at 80 columns.
+        self.console = Console(quiet=quiet, highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+class UserError(click.ClickException):
+    """A DeployResError on its way out: ``error: <one line>`` and the error's exit code."""
+
+    def __init__(self, error: DeployResError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class DeployResGroup(click.Group):
+    """A click group that turns user errors into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DeployResError as exc:
+            raise UserError(exc) from None
+
+
+def _int_tuple(count: int, label: str):
+    def parse(_ctx, param, value):
+        if value is None:
+            return None
+        parts = value.replace("x", ",").split(",")
+        try:
+            numbers = tuple(int(p) for p in parts)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not {count} integers separated by commas ({label})") from None
+        if len(numbers) != count or min(numbers) < 1:
+            raise click.BadParameter(f"{value!r} must be {count} positive integers ({label})")
+        return numbers
+    return parse
+
+
+def _float_triple(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not three numbers separated by commas") from None
+    if len(numbers) != 3:
+        raise click.BadParameter(f"{value!r} must be three numbers, one per channel")
+    return numbers
+
+
+@click.group(cls=DeployResGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the final result line.")
+@click.version_option(package_name="deployres")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool) -> None:
+    """ResNet-family CNNs from PyTorch to fast, verified inference engines.
+
+    \b
+    Pipeline: export -> optimize -> build-engine -> validate -> profile,
+    each stage writing an artifact and a JSON manifest beside it.
+    """
+    ctx.obj = Context(quiet=quiet)
+
+
+@cli.command("models")
+@pass_ctx
+def models_command(ctx: Context) -> None:
+    """List the model zoo: family, input size, parameters, GFLOPs."""
+    from deploy_res.models import get_spec, list_models
+    from deploy_res.models.complexity import zoo_complexity
+
+    table = Table(title="deployres model zoo")
+    for column in ("model", "family", "input", "params", "GMACs", "GFLOPs", "reference"):
+        table.add_column(column, justify="right" if column in ("params", "GMACs", "GFLOPs") else "left")
+    for name in list_models():
+        spec = get_spec(name)
+        cost = zoo_complexity(name)
+        size = "x".join(str(s) for s in spec.preprocessing.input_size[1:])
+        table.add_row(name, spec.family, size, f"{cost.parameters:,}", f"{cost.macs / 1e9:.2f}", f"{cost.gflops:.2f}", spec.reference)
+    ctx.console.print(table)
+
+
+@cli.command("export")
+@click.argument("model")
+@click.option("-o", "--output", "output_dir", default="out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint (state dict, optionally wrapped).")
+@click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Input C,H,W (default: the zoo's, 3,224,224 for a factory).")
+@click.option("--batch", "batch", default="1,8,32", callback=_int_tuple(3, "min,opt,max"), help="Batch range min,opt,max recorded for engine builds.")
+@click.option("--opset", default=20, type=click.IntRange(13, 23), help="ONNX opset.")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", help="torch.onnx exporter.")
+@click.option("--target", type=click.Choice(TARGETS), default="onnxruntime", help="Graph passes for this runtime.")
+@click.option("--no-optimize", is_flag=True, help="Write only the raw export (BatchNorm kept).")
+@click.option("--mean", callback=_float_triple, help="Per-channel mean for a factory model (default ImageNet).")
+@click.option("--std", callback=_float_triple, help="Per-channel std for a factory model (default ImageNet).")
+@pass_ctx
+def export_command(ctx: Context, model, output_dir, weights, input_size, batch, opset, exporter, target, no_optimize, mean, std) -> None:
+    """Export MODEL (a zoo name or package.module:factory) to a verified ONNX file."""
+    from deploy_res.export import export
+    from deploy_res.models import Preprocessing
+    from exporters.torch_export import BatchRange
+
+    preprocessing = None
+    if mean or std:
+        base = Preprocessing()
+        preprocessing = Preprocessing(base.input_size, mean or base.mean, std or base.std, base.crop_pct, base.interpolation)
+    with ctx.console.status(f"exporting {model} ({exporter})"):
+        result = export(model, output_dir, weights=weights, input_size=input_size, batch_range=BatchRange(*batch),
+                        opset=opset, exporter=exporter, optimize=not no_optimize, target=target, preprocessing=preprocessing)
+    parity = result.manifest["check"]["parity"]
+    for b in parity["batches"]:
+        ctx.console.print(f"parity batch {b['batch']}: max |diff| {b['max_abs_diff']:.2e} ({b['relative_to_max']:.1e} of max logit) [green]ok[/]")
+    _print_written(ctx, result.onnx_path)
+    if result.optimized_path:
+        from deploy_res.optimize import render_report
+
+        ctx.console.print(render_report(result.optimized_manifest["check"]["passes"]))
+        _print_written(ctx, result.optimized_path)
+
+
+@cli.command("optimize")
+@click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output ONNX (default: <input>.opt.onnx beside it).")
+@click.option("--target", type=click.Choice(TARGETS), default="onnxruntime", help="Runtime the passes prepare the graph for.")
+@click.option("--batch", default=2, type=click.IntRange(1), help="Batch size of the numerical checks.")
+@pass_ctx
+def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
+    """Fold BatchNorm, fuse residual adds and clean up ONNX_FILE, checking every pass numerically."""
+    from deploy_res.optimize import optimize_file, render_report
+
+    with ctx.console.status(f"optimising {onnx_file} for {target}"):
+        manifest = optimize_file(onnx_file, output, target=target, batch=batch)
+    ctx.console.print(render_report(manifest["check"]["passes"]))
+    _print_written(ctx, manifest["artifact"]["path"])
+
+
+@cli.command("build-engine")
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder (default: beside the input).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime (CPU).")
+@click.option("--fp16", is_flag=True, help="FP16-typed ONNX (inputs/outputs stay FP32).")
+@click.option("--int8", is_flag=True, help="INT8 Q/DQ from calibration on --calib-data.")
+@click.option("--calib-data", type=click.Path(), help="Folder of images, or .npy/.npz arrays, for INT8 calibration.")
+@click.option("--calib-samples", default=128, type=click.IntRange(1), help="Calibration samples to use.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="Range method [default: percentile].")
+@click.option("--skip-bad-files", is_flag=True, help="Skip calibration files that fail to decode instead of stopping.")
+@click.option("--fp16-keep-op-types", help="Comma-separated op types kept in FP32 (replaces the default list).")
+@click.option("--fp16-keep-nodes", help="Comma-separated node names kept in FP32.")
+@click.option("--onnx-only", is_flag=True, help="Write the FP16 / Q/DQ ONNX the build would use, and stop.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="ONNX Runtime device.")
+@click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Preprocessing for an ONNX file without a manifest.")
+@click.option("--mean", callback=_float_triple, help="Preprocessing mean for an ONNX file without a manifest.")
+@click.option("--std", callback=_float_triple, help="Preprocessing std for an ONNX file without a manifest.")
+@click.option("--crop-pct", type=click.FloatRange(0.1, 1.0), help="Resize-then-crop ratio for an ONNX file without a manifest [default: 0.875].")
+@click.option("--workspace-mb", type=click.IntRange(1), help="TensorRT workspace limit [default: 1024].")
+@click.option("--opt-level", type=click.IntRange(0, 5), help="TensorRT builder optimisation level [default: 3].")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file [default: <output>/tensorrt.timing.cache].")
+@pass_ctx
+def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int8, calib_data, calib_samples, calib_method, skip_bad_files,
+                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, device, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
+    """Build an engine from ONNX_FILE at FP32, FP16 or INT8."""
+    from deploy_res.build import build_engine
+    from deploy_res.models import Preprocessing
+
+    if fp16 and int8:
+        raise DeployResError("--fp16 and --int8 together: neither backend here takes a mixed FP16/INT8 ONNX yet; choose one")
+    preprocessing = None
+    if input_size or mean or std or crop_pct:
+        base = Preprocessing()
+        preprocessing = Preprocessing(input_size or base.input_size, mean or base.mean, std or base.std, crop_pct or base.crop_pct)
+    result = build_engine(
+        onnx_file, output_dir, backend=backend, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+        calib_data=calib_data, calib_samples=calib_samples, calib_method=calib_method, skip_bad=skip_bad_files,
+        fp16_keep_op_types=_names(fp16_keep_op_types), fp16_keep_nodes=_names(fp16_keep_nodes) or (),
+        onnx_only=onnx_only, device=device, preprocessing=preprocessing,
+        workspace_bytes=workspace_mb * (1 << 20) if workspace_mb else None, optimization_level=opt_level,
+        timing_cache=timing_cache, quiet=ctx.quiet, console=ctx.console,
+    )
+    for note in result.notes:
+        ctx.console.print(f"[dim]{note}[/]")
+    for item in result.artifacts:
+        click.echo(f"wrote {item['path']} ({item['bytes'] / 1e6:.1f} MB, {item['precision']}, {item['seconds']:.1f} s)")
+
+
+def _names(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def _print_written(ctx: Context, path) -> None:
+    from pathlib import Path
+
+    size = Path(path).stat().st_size / 1e6
+    ctx.console.print(f"wrote {path} ({size:.1f} MB) + {Path(path).name}.json")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: the CLI, with Ctrl-C ending in one line and exit code 130."""
+    try:
+        cli.main(args=argv, prog_name="deployres", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted; nothing half-written was left behind", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Engine backends behind one interface (:mod:`engines.base`).
+
+``get_backend("auto")`` picks TensorRT where a GPU and TensorRT are present,
+else ONNX Runtime on the CPU. Asking for ``tensorrt`` where it cannot run
+fails at once with the reason and what to use instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_res.artifacts import read_manifest
+from deploy_res.errors import DeployResError
+from engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "tensorrt": ".plan"}
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """The backend called ``name``; ``auto`` = TensorRT if it can run here, else ONNX Runtime."""
+    from engines.onnxruntime import OnnxRuntimeBackend
+    from engines.tensorrt import TensorRTBackend
+
+    if name == "auto":
+        tensorrt = TensorRTBackend()
+        return tensorrt if tensorrt.available() is None else OnnxRuntimeBackend()
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend()
+    if name == "tensorrt":
+        backend = TensorRTBackend()
+        reason = backend.available()
+        if reason:
+            from engines.tensorrt.backend import INSTEAD
+
+            raise DeployResError(f"--backend tensorrt cannot run here: {reason}; {INSTEAD}")
+        return backend
+    raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def backend_of(artifact: str | Path) -> str:
+    """Which backend runs ``artifact``: from its manifest, else from its suffix (.plan -> tensorrt)."""
+    manifest = read_manifest(artifact) or {}
+    if manifest.get("engine", {}).get("backend"):
+        return manifest["engine"]["backend"]
+    return "tensorrt" if str(artifact).endswith((".plan", ".engine", ".trt")) else "onnxruntime"
+
+
+def load_engine(artifact: str | Path, **options: Any) -> Runner:
+    """Load any artifact the pipeline writes (ONNX file, ONNX Runtime engine, TensorRT plan) into a runner."""
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise DeployResError(f"artifact {artifact} not found")
+    name = backend_of(artifact)
+    return get_backend(name).load(artifact, **options)
+
+
+__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "PRECISIONS", "Backend", "BuildResult", "Runner", "TensorInfo", "backend_of", "get_backend", "load_engine"]

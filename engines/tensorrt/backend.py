@@ -1,0 +1,186 @@
+"""TensorRT engines: a strongly typed build of an ONNX whose precision is already in it.
+
+TensorRT 11 has no FP16/INT8 builder flags and no calibrators: an FP16 engine
+comes from an FP16-typed ONNX and an INT8 engine from a Q/DQ ONNX
+(``engines/precision``). The build follows NVIDIA's
+``samples/python/introductory_parser_samples/onnx_resnet50.py``:
+``Builder`` -> ``create_network(flags)`` -> ``OnnxParser.parse`` ->
+``config.set_memory_pool_limit(WORKSPACE, ...)`` -> ``build_serialized_network``,
+plus an optimisation profile for the dynamic batch axis, a timing cache reused
+across builds and the builder optimisation level. Network flags are written
+as ``1 << int(flag)``: STRONGLY_TYPED is required on 10.x for this behaviour
+and is the only mode on 11.x. The runner binds torch CUDA tensors and calls
+``execute_async_v3`` on torch's current stream.
+
+``tensorrt`` is imported only when a build or load is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from deploy_res.artifacts import atomic_path, file_record, write_bytes_atomic
+from deploy_res.errors import DeployResError
+from engines.base import BuildResult, TensorInfo
+
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+"""Workspace memory-pool limit: 1 GiB, as in NVIDIA's sample."""
+DEFAULT_OPTIMIZATION_LEVEL = 3
+"""TensorRT's own default (0-5)."""
+INSTEAD = "use --backend onnxruntime, or --onnx-only to write the ONNX a TensorRT build would consume and build it on a GPU machine"
+
+
+def _missing() -> Optional[str]:
+    """Why TensorRT cannot run here, or ``None``."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (pip install tensorrt-cu12, from NVIDIA's package index)"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible to this process (torch.cuda.is_available() is False)"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "torch is missing"
+    try:
+        importlib.import_module("tensorrt")
+    except Exception as exc:  # the bindings fail to import when libnvinfer is missing
+        return f"TensorRT fails to import ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def _trt():
+    reason = _missing()
+    if reason:
+        raise DeployResError(f"TensorRT backend unavailable: {reason}; {INSTEAD}")
+    return importlib.import_module("tensorrt")
+
+
+def _major(trt) -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def network_flags(trt) -> int:
+    """``create_network`` flags: STRONGLY_TYPED on 10.x (always on, and deprecated, in 11.x)."""
+    if _major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+class TensorRTBackend:
+    """Builds serialized plans and loads them into :class:`TensorRTRunner`."""
+
+    name = "tensorrt"
+
+    def available(self) -> Optional[str]:
+        return _missing()
+
+    def build(self, onnx_path: Path, engine_path: Path, settings: Mapping[str, Any]) -> BuildResult:
+        """Settings: ``batch_range`` {min, opt, max} (default 1/8/32), ``workspace_bytes`` (1 GiB),
+        ``optimization_level`` (3), ``timing_cache`` (a path; created if absent, updated after the build)."""
+        trt = _trt()
+        start = time.perf_counter()
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(network_flags(trt))
+        parser = trt.OnnxParser(network, logger)
+        with open(onnx_path, "rb") as model:
+            if not parser.parse(model.read(), str(onnx_path)):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise DeployResError(f"TensorRT cannot parse {Path(onnx_path).name}: {errors[:400]}")
+
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES)))
+        config.builder_optimization_level = int(settings.get("optimization_level", DEFAULT_OPTIMIZATION_LEVEL))
+        cache_path = Path(settings["timing_cache"]) if settings.get("timing_cache") else None
+        cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+        timing_cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(timing_cache, False)
+
+        batch = dict(settings.get("batch_range") or {"min": 1, "opt": 8, "max": 32})
+        profile = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            tensor = network.get_input(index)
+            rest = tuple(tensor.shape)[1:]
+            if any(d < 0 for d in rest):
+                raise DeployResError(f"input {tensor.name} has dynamic non-batch axes {tuple(tensor.shape)}; export with a fixed --input-size")
+            profile.set_shape(tensor.name, (batch["min"], *rest), (batch["opt"], *rest), (batch["max"], *rest))
+        config.add_optimization_profile(profile)
+
+        blob = builder.build_serialized_network(network, config)
+        if blob is None:
+            raise DeployResError(f"TensorRT failed to build {Path(onnx_path).name}; run with TensorRT's verbose log (trtexec --onnx=... --verbose) to see why")
+        write_bytes_atomic(engine_path, bytes(blob))
+        if cache_path:
+            write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        manifest = {
+            "engine": {"backend": self.name, "device": "cuda", "tensorrt": trt.__version__, "strongly_typed": True,
+                       "batch_range": batch, "workspace_bytes": int(settings.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES)),
+                       "optimization_level": config.builder_optimization_level, "timing_cache": str(cache_path) if cache_path else None,
+                       "gpu": _gpu_name()},
+            "source": file_record(onnx_path),
+        }
+        return BuildResult(Path(engine_path), manifest, time.perf_counter() - start)
+
+    def load(self, engine_path: Path, **_: Any) -> "TensorRTRunner":
+        trt = _trt()
+        logger = trt.Logger(trt.Logger.WARNING)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if engine is None:
+            raise DeployResError(f"TensorRT cannot deserialize {Path(engine_path).name} (built with another TensorRT version or GPU?); rebuild it here")
+        return TensorRTRunner(trt, engine)
+
+
+def _gpu_name() -> Optional[str]:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+class TensorRTRunner:
+    """Runs a deserialized engine with torch CUDA buffers on ``execute_async_v3``."""
+
+    backend = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, trt, engine) -> None:
+        import torch
+
+        self._torch = torch
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        self.inputs, self.outputs = [], []
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            info = TensorInfo(name, tuple(engine.get_tensor_shape(name)), np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
+            (self.inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else self.outputs).append(info)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        keep = []
+        for info in self.inputs:
+            array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
+            tensor = torch.from_numpy(array).cuda()
+            keep.append(tensor)
+            self.context.set_input_shape(info.name, tuple(array.shape))
+            self.context.set_tensor_address(info.name, tensor.data_ptr())
+        results = {}
+        for info in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(info.name))
+            tensor = torch.empty(shape, dtype=getattr(torch, info.dtype), device="cuda")
+            results[info.name] = tensor
+            self.context.set_tensor_address(info.name, tensor.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise DeployResError("TensorRT execution failed (execute_async_v3 returned False)")
+        stream.synchronize()
+        return {name: tensor.cpu().numpy() for name, tensor in results.items()}
+
+    def close(self) -> None:
+        self.context = None
+        self.engine = None

@@ -1,0 +1,214 @@
+"""PyTorch -> ONNX with a dynamic batch axis, checked against PyTorch at two batch sizes.
+
+Exporter choice (see README, "Export"): torch 2.13 offers the dynamo exporter
+(the default of ``torch.onnx.export``, maintained) and the TorchScript
+exporter (deprecated). Both fold BatchNorm into Conv when left to their own
+devices; deployres asks both to keep it (dynamo: ``optimize=False``;
+TorchScript: ``training=PRESERVE`` on an eval-mode model, which skips the
+eval peephole) so that folding happens in deployres' own verified passes.
+The default is ``dynamo``; ``torchscript`` exports about twice as fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import onnx
+import torch
+
+from deploy_res.artifacts import atomic_path
+from deploy_res.errors import DeployResError, ValidationFailed
+
+EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_EXPORTER = "dynamo"
+DEFAULT_OPSET = 20
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PARITY_RTOL = 1e-3
+"""Parity passes when max |torch - onnx| <= PARITY_RTOL * max |torch| (relative to the largest logit)."""
+_PROTOBUF_LIMIT = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """Batch sizes an engine must serve: min / opt / max. Default 1 / 8 / 32."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise DeployResError(f"batch range must satisfy 1 <= min <= opt <= max, got {self.min},{self.opt},{self.max}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+@dataclass
+class ParityResult:
+    """PyTorch vs ONNX Runtime on the same seeded inputs, per batch size."""
+
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    rtol: float = PARITY_RTOL
+
+    @property
+    def passed(self) -> bool:
+        return all(b["passed"] for b in self.batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "rtol": self.rtol, "inputs": "seeded standard normal", "batches": self.batches}
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    path: Path,
+    input_shape: tuple[int, int, int],
+    opset: int = DEFAULT_OPSET,
+    exporter: str = DEFAULT_EXPORTER,
+) -> onnx.ModelProto:
+    """Export ``module`` (eval mode) to ``path`` with input ``input`` [batch, *input_shape]
+    and output ``logits`` [batch, ...]; BatchNorm nodes are kept. Written atomically;
+    external data (``<name>.data``) only past protobuf's 2 GB limit."""
+    if exporter not in EXPORTERS:
+        raise DeployResError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    example = torch.randn(2, *input_shape)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+            warnings.simplefilter("ignore")
+            model = _export_dynamo(module, example, opset) if exporter == "dynamo" else _export_torchscript(module, example, opset)
+    except DeployResError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DeployResError(f"{exporter} export failed: {first[:300]}; try --exporter {'torchscript' if exporter == 'dynamo' else 'dynamo'}") from None
+    _mark_batch_dynamic(model)
+    save_model(model, path)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence a library logger's warnings (torch.onnx reports skipped torchvision ops)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        module,
+        (example,),
+        dynamo=True,
+        optimize=False,  # keep BatchNormalization for deployres' own passes
+        opset_version=opset,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    return program.model_proto
+
+
+def _export_torchscript(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (example,),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        training=torch.onnx.TrainingMode.PRESERVE,  # eval-mode model: BN kept, not folded
+        do_constant_folding=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+    )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _mark_batch_dynamic(model: onnx.ModelProto) -> None:
+    """Name the leading axis of every graph input and output ``batch``."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Save atomically; weights go to ``<name>.data`` only when the model passes 2 GB."""
+    path = Path(path)
+    large = model.ByteSize() > _PROTOBUF_LIMIT if _byte_size_ok(model) else True
+    with atomic_path(path) as tmp:
+        if large:
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
+        else:
+            onnx.save_model(model, str(tmp))
+
+
+def _byte_size_ok(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except ValueError:
+        return False
+
+
+def check_parity(
+    module: torch.nn.Module,
+    onnx_path: Path,
+    input_shape: tuple[int, int, int],
+    batches: tuple[int, ...] = (1, 4),
+    rtol: float = PARITY_RTOL,
+    seed: int = 0,
+) -> ParityResult:
+    """Run PyTorch and ONNX Runtime (CPU) on the same seeded inputs at each batch size."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(seed)
+    result = ParityResult(rtol=rtol)
+    for batch in batches:
+        x = torch.randn(batch, *input_shape, generator=generator)
+        with torch.no_grad():
+            expected = _first_output(module(x)).numpy()
+        start = time.perf_counter()
+        got = session.run(None, {input_name: x.numpy()})[0]
+        if got.shape != expected.shape:
+            raise ValidationFailed(f"ONNX output shape {got.shape} differs from PyTorch's {expected.shape} at batch {batch}")
+        diff = float(np.max(np.abs(got - expected)))
+        scale = float(np.max(np.abs(expected)))
+        result.batches.append({
+            "batch": batch,
+            "max_abs_diff": diff,
+            "max_abs_reference": scale,
+            "relative_to_max": diff / max(scale, 1e-12),
+            "passed": bool(np.isfinite(got).all() and diff <= rtol * max(scale, 1e-12)),
+            "onnxruntime_ms": round((time.perf_counter() - start) * 1e3, 2),
+        })
+    return result
+
+
+def _first_output(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise DeployResError(f"the model returned {type(output).__name__}; deployres needs a tensor (or a tuple whose first item is one)")
