@@ -90,7 +90,7 @@ def _load_calibration(calib_data: Path, manifest: dict, samples: int, skip_bad: 
     if pre is None and Path(calib_data).is_dir():
         raise DeployResError("this ONNX file has no manifest with preprocessing; pass --input-size, --mean, --std (and --crop-pct) for the calibration images")
     dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return load_inputs(calib_data, pre, count=samples, skip_bad=skip_bad, input_shape=dims, input_name=model.graph.input[0].name)
+    return load_inputs(calib_data, pre, count=samples, skip_bad=skip_bad, input_shape=dims[1:], input_name=model.graph.input[0].name)
 
 
 def build_engine(

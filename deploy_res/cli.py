@@ -14,7 +14,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from deploy_res.errors import DeployResError
+from pathlib import Path
+
+from deploy_res.errors import DeployResError, ValidationFailed
 
 TARGETS = ("onnxruntime", "tensorrt", "portable")
 
@@ -210,6 +212,50 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int
         ctx.console.print(f"[dim]{note}[/]")
     for item in result.artifacts:
         click.echo(f"wrote {item['path']} ({item['bytes'] / 1e6:.1f} MB, {item['precision']}, {item['seconds']:.1f} s)")
+
+
+@cli.command("validate")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--reference", help="Zoo name, package.module:factory or FP32 .onnx to compare with [default: the manifest's PyTorch model].")
+@click.option("--reference-weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --reference MODEL.")
+@click.option("--data", type=click.Path(exists=True), help="Image folder (sub-folders = classes for accuracy) or .npy/.npz [default: seeded random inputs].")
+@click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
+@click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
+@click.option("--max-rel-error", type=float, help="Limit on max |error| / max |reference| [default: per precision].")
+@click.option("--min-cosine", type=float, help="Limit on the smallest per-sample cosine [default: per precision].")
+@click.option("--min-top1-agreement", type=float, help="Limit on top-1 agreement, 0-1 [default: per precision].")
+@click.option("--max-top1-drop", type=float, help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
+@pass_ctx
+def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine,
+                     min_top1_agreement, max_top1_drop, json_path) -> None:
+    """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
+    from deploy_res.validation import validate
+
+    overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
+                 "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
+    with ctx.console.status(f"validating {artifact}"):
+        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path)
+    _print_validation(ctx, result)
+    if not result["passed"]:
+        raise ValidationFailed(f"{Path(artifact).name} FAILED validation: {'; '.join(result['failed'])}")
+
+
+def _print_validation(ctx: Context, result: dict) -> None:
+    table = Table(title=f"{result['artifact']} ({result['precision']}, {result['backend']}) vs {result['reference']['kind']} {result['reference']['source']}")
+    for column in ("check", "value", "limit", "result"):
+        table.add_column(column)
+    for check in result["checks"]:
+        table.add_row(check["name"], f"{check['value']:.6g}", f"{check['limit']:g}", "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+    metrics = result["metrics"]
+    ctx.console.print(table)
+    extra = [f"{k} {metrics[k]:.4g}" for k in ("max_abs_error", "mean_abs_error", "cosine_mean", "top5_agreement") if k in metrics]
+    ctx.console.print(f"inputs: {result['inputs']['samples']} {result['inputs']['kind']} ({result['inputs']['source']}); " + ", ".join(extra))
+    if result["accuracy"]:
+        acc = result["accuracy"]
+        ctx.console.print(f"top-1 accuracy: reference {100 * acc['reference_top1']:.2f}%, artifact {100 * acc['artifact_top1']:.2f}% "
+                          f"(drop {acc['top1_drop_points']:.2f} points); top-5 {100 * acc['reference_top5']:.2f}% / {100 * acc['artifact_top5']:.2f}%")
+    ctx.console.print(f"{'[green]PASS[/]' if result['passed'] else '[red]FAIL[/]'} - result in {result['result_path']}")
 
 
 def _names(value: Optional[str]) -> Optional[tuple[str, ...]]:

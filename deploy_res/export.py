@@ -95,6 +95,7 @@ def export(
             "zoo": loaded.zoo,
             "family": loaded.family,
             "weights": file_record(loaded.weights) if loaded.weights else None,
+            "init_seed": loaded.init_seed,
             "parameters": sum(p.numel() for p in loaded.module.parameters()),
         },
         "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},

@@ -33,27 +33,37 @@ class LoadedModel:
     preprocessing: Preprocessing
     family: Optional[str] = None
     weights: Optional[Path] = None
+    init_seed: int = 0
 
 
-def load_model(source: str, weights: Optional[str | Path] = None, preprocessing: Optional[Preprocessing] = None, **factory_kwargs: Any) -> LoadedModel:
+DEFAULT_INIT_SEED = 0
+"""Seed of the random initialisation when no weights are given, so a later stage can rebuild the very same model."""
+
+
+def load_model(source: str, weights: Optional[str | Path] = None, preprocessing: Optional[Preprocessing] = None,
+               init_seed: int = DEFAULT_INIT_SEED, **factory_kwargs: Any) -> LoadedModel:
     """Build the model ``source`` names, load ``weights`` if given, and return it in eval mode.
 
     ``source`` is a zoo name (``resnet50``) or ``package.module:factory``, where
     ``factory(**factory_kwargs)`` returns an ``nn.Module``. ``preprocessing``
-    overrides the zoo's settings (and is required in spirit for a factory: it
-    defaults to ImageNet 224 when not given).
+    overrides the zoo's settings (default: the zoo's, ImageNet 224 for a
+    factory). The module is constructed under ``torch.manual_seed(init_seed)``
+    (default 0, the global RNG left untouched), so an untrained model is
+    reproducible from its manifest.
     """
-    if ":" in source:
-        module = _build_from_factory(source, **factory_kwargs)
-        spec_pre, family, zoo = Preprocessing(), None, False
-    else:
-        spec = get_spec(source)
-        module = spec.create(**factory_kwargs)
-        spec_pre, family, zoo = spec.preprocessing, spec.family, True
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        if ":" in source:
+            module = _build_from_factory(source, **factory_kwargs)
+            spec_pre, family, zoo = Preprocessing(), None, False
+        else:
+            spec = get_spec(source)
+            module = spec.create(**factory_kwargs)
+            spec_pre, family, zoo = spec.preprocessing, spec.family, True
     if weights is not None:
         load_checkpoint(module, weights)
     module.eval()
-    return LoadedModel(module, source, zoo, preprocessing or spec_pre, family, Path(weights) if weights else None)
+    return LoadedModel(module, source, zoo, preprocessing or spec_pre, family, Path(weights) if weights else None, init_seed)
 
 
 def _build_from_factory(source: str, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,9 @@
+"""Validation: every artifact compared with its PyTorch original (or an FP32 ONNX reference).
+
+See :func:`validate`; the metrics are defined in :mod:`.metrics`, the default
+limits per precision in :mod:`.thresholds`.
+"""
+
+from deploy_res.validation.validate import DEFAULT_SAMPLES, RESULT_SCHEMA_VERSION, artifact_precision, validate
+
+__all__ = ["DEFAULT_SAMPLES", "RESULT_SCHEMA_VERSION", "artifact_precision", "validate"]

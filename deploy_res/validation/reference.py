@@ -1,0 +1,65 @@
+"""The side an artifact is judged against: its PyTorch original, or an FP32 ONNX file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from deploy_res.errors import DeployResError
+
+
+@dataclass
+class Reference:
+    """``run(batch) -> first output`` plus a description for the result."""
+
+    kind: str
+    source: str
+    run: Callable[[np.ndarray], np.ndarray]
+    weights: Optional[str] = None
+
+
+def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) -> Reference:
+    import torch
+
+    from deploy_res.loading import load_model
+
+    module = load_model(source, weights, init_seed=init_seed).module
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+
+    return Reference("pytorch", source, run, weights)
+
+
+def _onnx_reference(path: Path) -> Reference:
+    from engines.onnxruntime.backend import open_session
+
+    session, _ = open_session(path, "cpu", "ORT_ENABLE_BASIC")
+    name = session.get_inputs()[0].name
+    return Reference("onnx", str(path), lambda batch: session.run(None, {name: batch.astype(np.float32)})[0])
+
+
+def resolve_reference(manifest: dict[str, Any], reference: Optional[str], reference_weights: Optional[str]) -> Reference:
+    """``reference`` (zoo name, ``module:factory`` or ``.onnx`` file), else the PyTorch model the manifest names."""
+    if reference and reference.endswith(".onnx"):
+        path = Path(reference)
+        if not path.is_file():
+            raise DeployResError(f"reference ONNX {path} not found")
+        return _onnx_reference(path)
+    if reference:
+        return _torch_reference(reference, reference_weights)
+    model = manifest.get("model") if manifest else None
+    if not model:
+        raise DeployResError("the artifact has no manifest naming its PyTorch model; pass --reference MODEL|FILE.onnx")
+    weights = (model.get("weights") or {}).get("path")
+    if weights and not Path(weights).is_file():
+        raise DeployResError(f"the manifest's weights {weights} are gone; pass --reference MODEL --reference-weights PATH, or --reference FILE.onnx")
+    try:
+        return _torch_reference(model["source"], weights, int(model.get("init_seed", 0)))
+    except DeployResError as exc:
+        raise DeployResError(f"cannot rebuild the manifest's model {model['source']!r} ({exc}); pass --reference MODEL|FILE.onnx") from None

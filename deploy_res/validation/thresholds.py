@@ -1,0 +1,48 @@
+"""Default pass/fail limits per precision; every one can be overridden.
+
+- ``fp32``: the engine must compute what PyTorch computes up to float
+  reassociation: max error <= 1e-3 of the largest logit, cosine >= 0.99999,
+  every top-1 the same.
+- ``fp16``: max error <= 3e-2 of the largest logit, cosine >= 0.999,
+  top-1 agreement >= 0.98.
+- ``int8``: judged on agreement and accuracy, not elementwise error:
+  cosine >= 0.98, top-1 agreement >= 0.90; with labels, top-1 accuracy at most
+  1 point below the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+DEFAULTS: dict[str, dict[str, Optional[float]]] = {
+    "fp32": {"max_rel_error": 1e-3, "cosine_min": 0.99999, "top1_agreement": 1.0, "top1_drop_points": 0.5},
+    "fp16": {"max_rel_error": 3e-2, "cosine_min": 0.999, "top1_agreement": 0.98, "top1_drop_points": 0.5},
+    "int8": {"max_rel_error": None, "cosine_min": 0.98, "top1_agreement": 0.90, "top1_drop_points": 1.0},
+}
+UPPER_BOUNDS = ("max_rel_error", "top1_drop_points")
+"""Limits a value must stay at or below; all others are lower bounds."""
+
+
+def thresholds_for(precision: str, overrides: Mapping[str, Optional[float]] | None = None) -> dict[str, Optional[float]]:
+    """The limits for ``precision`` with ``overrides`` applied (None disables a check)."""
+    limits = dict(DEFAULTS.get(precision, DEFAULTS["fp32"]))
+    for key, value in (overrides or {}).items():
+        if key not in limits:
+            raise KeyError(key)
+        limits[key] = value
+    return limits
+
+
+def evaluate(metrics: Mapping[str, Any], accuracy: Optional[Mapping[str, float]], limits: Mapping[str, Optional[float]]) -> list[dict[str, Any]]:
+    """One check per limit that applies: name, value, limit, passed. NaN/Inf always fails."""
+    checks = [{"name": "finite", "value": metrics["nonfinite"], "limit": 0, "passed": metrics["nonfinite"] == 0}]
+    values = dict(metrics)
+    if accuracy:
+        values["top1_drop_points"] = accuracy["top1_drop_points"]
+    for name, limit in limits.items():
+        if limit is None or name not in values:
+            continue
+        value = values[name]
+        passed = value <= limit if name in UPPER_BOUNDS else value >= limit
+        checks.append({"name": name, "value": value, "limit": limit, "passed": bool(passed)})
+    return checks
