@@ -1,0 +1,108 @@
+"""The engine interface: ONNX Runtime engines built, loaded and checked; TensorRT refused cleanly here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deploy_res.build import build_engine, model_stem
+from deploy_res.cli import cli
+from deploy_res.errors import DeployResError
+from engines import get_backend, load_engine
+from engines.onnxruntime.backend import OnnxRuntimeBackend, cpu_fingerprint
+from engines.tensorrt.backend import TensorRTBackend
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from deploy_res.export import export
+
+    return export("resnet18", tmp_path_factory.mktemp("eng"), input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+
+
+def test_model_stem():
+    from pathlib import Path
+
+    for name in ("resnet50.onnx", "resnet50.opt.onnx", "resnet50.tensorrt.opt.onnx", "resnet50.int8.onnxruntime.onnx"):
+        assert model_stem(Path(name)) == "resnet50"
+
+
+def test_auto_picks_onnxruntime_without_gpu():
+    if TensorRTBackend().available() is None:
+        pytest.skip("TensorRT can run here")
+    assert get_backend("auto").name == "onnxruntime"
+
+
+def test_tensorrt_refused_in_one_line(exported, tmp_path):
+    if TensorRTBackend().available() is None:
+        pytest.skip("TensorRT can run here")
+    result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "tensorrt", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: --backend tensorrt cannot run here:") and "--onnx-only" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_tensorrt_onnx_only_writes_standard_graph(exported, tmp_path):
+    import onnx
+
+    result = build_engine(exported.onnx_path, tmp_path, backend="tensorrt", onnx_only=True, quiet=True)
+    assert result.engine is None and result.backend == "tensorrt"
+    model = onnx.load(str(result.precision_onnx))
+    assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
+    assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)
+
+
+def test_onnxruntime_engine_build_load_and_parity(exported, tmp_path):
+    result = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True)
+    assert result.engine.name == "resnet18.fp32.cpu.ort.onnx"
+    manifest = json.loads(result.engine.with_name(result.engine.name + ".json").read_text())
+    assert manifest["engine"]["cpu"] == cpu_fingerprint() and manifest["model"]["source"] == "resnet18"
+    runner = load_engine(result.engine)
+    assert runner.notes == [] and runner.inputs[0].name == "input"
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(str(exported.onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(runner.run({"input": x})["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_engine_from_another_cpu_is_reoptimised(exported, tmp_path):
+    result = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True)
+    manifest_path = result.engine.with_name(result.engine.name + ".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["engine"]["cpu"] = {"machine": "x86_64", "model": "Some Other CPU", "isa": ["avx2"]}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="Some Other CPU.*re-optimising"):
+        runner = OnnxRuntimeBackend().load(result.engine)
+    assert any("re-optimising" in note for note in runner.notes)
+    out = runner.run({"input": np.zeros((1, 3, 64, 64), np.float32)})["logits"]
+    assert out.shape == (1, 1000)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x01garbage-not-onnx"])
+def test_corrupt_onnx_is_one_line(tmp_path, content):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    result = CliRunner().invoke(cli, ["build-engine", str(path), "--backend", "onnxruntime"])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_truncated_onnx_is_one_line(exported, tmp_path):
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(exported.onnx_path.read_bytes()[:100_000])
+    result = CliRunner().invoke(cli, ["build-engine", str(path), "--backend", "onnxruntime"])
+    assert result.exit_code == 2 and "not a valid ONNX model" in result.output
+
+
+def test_fp16_and_int8_together_refused(exported):
+    result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--fp16", "--int8"])
+    assert result.exit_code == 2 and "choose one" in result.output
+
+
+def test_int8_without_calibration_data(exported):
+    with pytest.raises(DeployResError, match="--int8 needs --calib-data"):
+        build_engine(exported.onnx_path, backend="onnxruntime", precision="int8", quiet=True)
