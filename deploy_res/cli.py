@@ -258,6 +258,62 @@ def _print_validation(ctx: Context, result: dict) -> None:
     ctx.console.print(f"{'[green]PASS[/]' if result['passed'] else '[red]FAIL[/]'} - result in {result['result_path']}")
 
 
+def _batch_list(_ctx, _param, value):
+    try:
+        numbers = tuple(int(p) for p in value.split(",") if p.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not batch sizes separated by commas, e.g. 1,8") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{value!r} must be positive batch sizes, e.g. 1,8")
+    return numbers
+
+
+@cli.command("profile")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch", "batches", default="1,8", callback=_batch_list, help="Batch sizes, comma-separated.")
+@click.option("--warmup-s", default=1.0, type=click.FloatRange(0), help="Untimed warm-up per batch size, seconds.")
+@click.option("--duration-s", type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size, all artifacts together [default: 5].")
+@click.option("--iterations", type=click.IntRange(1), help="Timed rounds per batch size instead of a duration.")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads for ONNX Runtime and torch [default: the runtime's].")
+@click.option("--torch", "with_torch", is_flag=True, help="Add the PyTorch original named in the first artifact's manifest.")
+@click.option("--torch-modes", default="eager,compile", help="With --torch: eager, compile (torch.compile) or both.")
+@click.option("--validation", "validation_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="`deployres validate --json` output; repeatable.")
+@click.option("--layer-iterations", default=10, type=click.IntRange(0), help="Profiled runs per batch size for the per-layer breakdown (0: none).")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Report folder [default: <first artifact's folder>/report].")
+@pass_ctx
+def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iterations, threads, with_torch, torch_modes,
+                    validation_files, layer_iterations, output_dir) -> None:
+    """Measure and compare ARTIFACT... (ONNX files, ONNX Runtime engines, TensorRT plans) interleaved.
+
+    \b
+    Prints one table (p50/p99/throughput and the speedup over the first
+    artifact at each batch size) and writes profile.json, profile.md and
+    profile.html. Ctrl-C stops early and still writes the report.
+    """
+    from deploy_res.profiling import profile, read_validation_files
+    from deploy_res.reports import rich_table
+
+    if duration_s is not None and iterations is not None:
+        raise click.BadParameter("give --duration-s or --iterations, not both", param_hint="--iterations")
+    modes = ()
+    if with_torch:
+        modes = ("eager", "compile") if torch_modes.strip() == "both" else (_names(torch_modes) or ("eager",))
+        bad = [m for m in modes if m not in ("eager", "compile")]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r}: choose eager, compile or both", param_hint="--torch-modes")
+    report = profile(artifacts, batches=batches, warmup_s=warmup_s, duration_s=duration_s or 5.0, iterations=iterations,
+                     threads=threads, torch_modes=modes, validation_results=read_validation_files(validation_files),
+                     output_dir=output_dir, layer_iterations=layer_iterations, quiet=ctx.quiet, console=ctx.console)
+    # The table is the command's result: printed with --quiet too (which hides the progress bar).
+    console = ctx.console if not ctx.quiet else Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console.print(rich_table(report))
+    paths = report.get("report_paths", {})
+    click.echo(f"wrote {paths.get('html')} (+ profile.json, profile.md)")
+    if report["status"] == "interrupted":
+        click.echo("interrupted: the report covers what was measured before Ctrl-C", err=True)
+        sys.exit(130)
+
+
 def _names(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
