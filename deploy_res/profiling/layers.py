@@ -45,7 +45,7 @@ _MODULE_STAGE = {
     "repeat": "stage1", "mixed_6a": "stage2", "repeat_1": "stage2", "mixed_7a": "stage3", "repeat_2": "stage3",
     "block8": "stage4", "conv2d_7b": "stage4", "classif": "head",
 }
-_TOP_LEVEL_HEAD_OPS = {"flatten", "reshape", "gemm", "matmul", "globalaveragepool", "reducemean"}
+_TOP_LEVEL_HEAD_OPS = {"flatten", "reshape", "view", "gemm", "matmul", "globalaveragepool", "reducemean"}
 
 
 def stage_of(node_name: str, scope: Optional[str] = None) -> str:
@@ -60,15 +60,14 @@ def stage_of(node_name: str, scope: Optional[str] = None) -> str:
     base = first.split(".")[0]
     if base in _MODULE_STAGE:
         return _MODULE_STAGE[base]
-    if scope is None and path.startswith("/") and len(parts) == 1:
+    if path.startswith("/") and len(parts) == 1:  # a top-level op with no module: flatten/view before the classifier
         op = re.sub(r"(_\d+)?(_output_\d+.*)?$", "", first).lower()
         if op in _TOP_LEVEL_HEAD_OPS:
             return "head"
     return "other"
 
 
-def onnx_scopes(onnx_path: str | Path) -> dict[str, str]:
-    """Node name -> module path from the dynamo exporter's metadata (empty when there is none)."""
+def _scopes_of(onnx_path: Path) -> dict[str, str]:
     try:
         import onnx
 
@@ -84,18 +83,46 @@ def onnx_scopes(onnx_path: str | Path) -> dict[str, str]:
                 except (ValueError, SyntaxError):
                     continue
                 if names:
-                    scopes[node.name] = "/" + "/".join(names)
+                    scope = "/" + "/".join(names)
+                    scopes[node.name] = scope
+                    for output in node.output:  # ORT names fused nodes after their outputs
+                        scopes.setdefault(output, scope)
     return scopes
+
+
+def onnx_scopes(onnx_path: str | Path, depth: int = 4) -> dict[str, str]:
+    """Node and output names -> module path from the dynamo exporter's metadata (empty when there is none).
+
+    Graph passes and ONNX Runtime's optimiser drop node metadata, so when the
+    artifact has none, the ONNX it was made from (manifest ``source`` or
+    ``inputs.onnx``) is read instead, up to ``depth`` stages back.
+    """
+    from deploy_res.artifacts import read_manifest
+
+    path: Optional[Path] = Path(onnx_path)
+    for _ in range(depth):
+        if path is None or not path.is_file():
+            return {}
+        scopes = _scopes_of(path)
+        if scopes:
+            return scopes
+        try:
+            manifest = read_manifest(path) or {}
+        except Exception:
+            return {}
+        record = manifest.get("source") or (manifest.get("inputs") or {}).get("onnx") or {}
+        path = Path(record["path"]) if isinstance(record, Mapping) and record.get("path") else None
+    return {}
 
 
 def _scope_for(name: str, scopes: Mapping[str, str]) -> Optional[str]:
     if not scopes:
         return None
-    if name in scopes:
-        return scopes[name]
-    for node_name, scope in scopes.items():  # ORT suffixes fused outputs: <node>_output_0_nchwc
-        if name.startswith(node_name + "_"):
-            return scope
+    base = re.sub(r"_nchwc$", "", name)
+    stripped = re.sub(r"_output_\d+.*$", "", base)
+    for candidate in (name, base, stripped, f"node_{stripped}"):
+        if candidate in scopes:
+            return scopes[candidate]
     return None
 
 
@@ -136,10 +163,11 @@ def breakdown(items: Iterable[tuple[str, str, float]], runs: int, scopes: Mappin
     rows = []
     for name, (op_type, ms) in layers.items():
         ms /= runs
-        stage = stage_of(name, _scope_for(name, scopes or {}))
+        scope = _scope_for(name, scopes or {})
+        stage = stage_of(name, scope)
         by_op[op_type] += ms
         by_stage[stage] += ms
-        rows.append({"name": name, "op_type": op_type, "stage": stage, "ms": ms, "share": ms / total if total else 0.0})
+        rows.append({"name": name, "module": scope, "op_type": op_type, "stage": stage, "ms": ms, "share": ms / total if total else 0.0})
     rows.sort(key=lambda r: -r["ms"])
 
     def shares(table: Mapping[str, float], key: str) -> list[dict[str, Any]]:

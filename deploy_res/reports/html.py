@@ -213,7 +213,7 @@ def top_layer_bars(art: Mapping[str, Any]) -> Optional[str]:
     for index, layer in enumerate(layers):
         y = top + row_h * index
         width = (right - left) * layer["ms"] / high
-        label = f'{_short(layer["name"], 50)}  ·  {layer["op_type"]}'
+        label = f'{_short(layer.get("module") or layer["name"], 50)}  ·  {layer["op_type"]}'
         body.append(f'<text x="{left - 10}" y="{y + 15}" font-size="12" text-anchor="end"><title>{_e(layer["name"])}</title>{_e(label)}</text>')
         body.append(f'<rect x="{left}" y="{y + 3}" width="{max(width, 1):.1f}" height="16" rx="2" fill="{STAGE_COLORS.get(layer["stage"], "#bab0ac")}"/>')
         body.append(f'<text x="{left + width + 6:.1f}" y="{y + 15}" font-size="12" fill="#59636e">{_e(ms(layer["ms"]))} ms · {100 * layer["share"]:.1f}%</text>')

@@ -42,7 +42,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         for art in layered:
             lb = art["layers"]["batches"][-1]
             for layer in lb["top_layers"][:TOP_N]:
-                body.append([art["label"], lb["batch"], f"`{layer['name']}`", layer["op_type"], layer["stage"], ms(layer["ms"]), f"{100 * layer['share']:.1f}%"])
+                body.append([art["label"], lb["batch"], f"`{layer['name']}`" + (f" ({layer['module']})" if layer.get("module") else ""), layer["op_type"], layer["stage"], ms(layer["ms"]), f"{100 * layer['share']:.1f}%"])
         out += _table(["artifact", "batch", "layer", "op", "stage", "ms", "share"], body) + [""]
         notes = sorted({a["layers"]["note"] for a in layered})
         out += [f"_{n}._" for n in notes] + [""]

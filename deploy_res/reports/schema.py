@@ -40,7 +40,8 @@ field                                       meaning
 ``  .layers``                               null, or ``source``, ``note``, ``trace`` (raw profiler JSON),
                                             ``batches[]``: ``batch``, ``runs``, ``layers``, ``total_ms``,
                                             ``by_op_type[]`` {op_type, ms, share}, ``by_stage[]`` {stage, ms, share}
-                                            (stem, stage1-4, head, other), ``top_layers[]`` {name, op_type, stage,
+                                            (stem, stage1-4, head, other), ``top_layers[]`` {name, module (the
+                                            PyTorch module path, when only metadata has it), op_type, stage,
                                             ms, share}; ms are means per run
 ``  .layers_missing``                       why there is no layer breakdown
 ``  .validation``                           null, or {precision, metrics, top1_agreement, passed} from the

@@ -48,3 +48,28 @@ def test_parse_ort_profile_splits_runs_by_batch_and_averages():
 def test_breakdown_of_nothing_is_empty_not_an_error():
     empty = breakdown([], runs=0)
     assert empty["total_ms"] == 0 and empty["top_layers"] == [] and empty["by_stage"] == []
+
+
+def test_dynamo_metadata_is_found_through_the_manifest_chain(tmp_path):
+    """An ORT engine of a dynamo export has no metadata; its source ONNX's ``name_scopes`` name the stages."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from deploy_res.profiling.layers import _scope_for, onnx_scopes
+
+    def graph_file(path, with_metadata):
+        nodes = [helper.make_node("Relu", ["x"], ["relu_3"], name="node_relu_3"), helper.make_node("Identity", ["relu_3"], ["y"], name="node_linear")]
+        if with_metadata:
+            for node, scopes in zip(nodes, ("['', 'layer2', 'layer2.0', 'relu']", "['', 'fc', 'linear']")):
+                node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scopes)
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        onnx.save(helper.make_model(graph), path)
+
+    graph_file(tmp_path / "m.onnx", True)
+    graph_file(tmp_path / "m.ort.onnx", False)
+    (tmp_path / "m.ort.onnx.json").write_text(json.dumps({"source": {"path": str(tmp_path / "m.onnx")}}))
+    scopes = onnx_scopes(tmp_path / "m.ort.onnx")
+    assert stage_of("relu_3_nchwc", _scope_for("relu_3_nchwc", scopes)) == "stage2"
+    assert stage_of("linear", _scope_for("linear", scopes)) == "head"
