@@ -76,6 +76,18 @@ def _tick_label(value: float) -> str:
     return f"{value:g}"
 
 
+def _axis_scale(low: float, high: float, left: float, right: float):
+    """``(scale, ticks, log)``: a log axis when values span more than 8x, else linear from 0."""
+    if low > 0 and high / low > 8:
+        lo, hi = low / 1.25, high
+        ticks = [m * 10 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+        span = math.log10(hi) - math.log10(lo)
+        return (lambda v: left + (right - left) * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / span), ticks, True
+    ticks = _ticks(high)
+    top = ticks[-1]
+    return (lambda v: left + (right - left) * min(max(v, 0), top) / top), ticks, False
+
+
 def _svg(width: int, height: int, body: list[str], label: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'role="img" aria-label="{_e(label)}">' + "".join(body) + "</svg>")
@@ -102,19 +114,10 @@ def latency_boxes(artifacts: Sequence[Mapping[str, Any]], batch: int, colors: Ma
     left, right, row_h, top = 200, WIDTH - 90, 46, 14
     height = top + row_h * len(rows) + 50
     high = max(b["p99_ms"] for _, b in rows) * 1.12
-    low = min(b["min_ms"] for _, b in rows)
+    scale, ticks, log = _axis_scale(min(b["min_ms"] for _, b in rows), high, left, right)
+    high = high if log else ticks[-1]
+    axis = f"latency per iteration at batch {batch} (ms{', log scale' if log else ''})"
     body: list[str] = []
-    if low > 0 and high / low > 8:  # an order of magnitude apart: a log axis keeps every box readable
-        lo, hi = 10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high))
-        ticks = [m * 10 ** e for e in range(int(math.log10(lo)), int(math.log10(hi)) + 1) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
-        scale = lambda v: left + (right - left) * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))  # noqa: E731
-        axis = f"latency per iteration at batch {batch} (ms, log scale)"
-        high = hi
-    else:
-        ticks = _ticks(high)
-        high = ticks[-1]
-        scale = lambda v: left + (right - left) * min(v, high) / high  # noqa: E731
-        axis = f"latency per iteration at batch {batch} (ms)"
     _x_axis(body, left, right, top, top + row_h * len(rows), ticks, scale, axis)
     for index, (art, b) in enumerate(rows):
         samples = sorted(b["samples_ms"])
@@ -231,26 +234,34 @@ def accuracy_chart(artifacts: Sequence[Mapping[str, Any]], colors: Mapping[str, 
     if not points:
         return None
     left, right, top, bottom = 80, WIDTH - 40, 16, 300
-    xticks = _ticks(max(p for _, p, _ in points) * 1.15)
+    sx, xticks, log = _axis_scale(min(p for _, p, _ in points), max(p for _, p, _ in points) * 1.25, left, right)
     low_acc = min(a for _, _, a in points)
-    y_low = max(0.0, math.floor(min(low_acc, 99.0) - 1))
+    span = max(100 - low_acc, 0.25) * 1.6
+    y_low = max(0.0, 100 - span)
     span = 100 - y_low
     yticks = [y_low + span * i / 4 for i in range(5)]
-    sx = lambda v: left + (right - left) * v / xticks[-1]  # noqa: E731
     sy = lambda v: bottom - (bottom - top) * (v - y_low) / span  # noqa: E731
     body: list[str] = []
     for t in yticks:
         body.append(f'<line x1="{left}" y1="{sy(t):.1f}" x2="{right}" y2="{sy(t):.1f}" stroke="#eaeef2"/>')
         body.append(f'<text x="{left - 8}" y="{sy(t) + 4:.1f}" font-size="12" text-anchor="end" fill="#59636e">{t:.1f}%</text>')
-    _x_axis(body, left, right, top, bottom, xticks, sx, f"p50 latency at batch {batch} (ms)")
+    _x_axis(body, left, right, top, bottom, xticks, sx, f"p50 latency at batch {batch} (ms{', log scale' if log else ''})")
     body.append(f'<text transform="translate(20 {(top + bottom) / 2:.0f}) rotate(-90)" font-size="12.5" text-anchor="middle" fill="#59636e">top-1 agreement with PyTorch</text>')
-    for art, p50, acc in points:
+    placed: list[tuple[float, float, float]] = []  # label boxes (x0, x1, y) already drawn
+    for art, p50, acc in sorted(points, key=lambda p: -p[2]):
         color = colors[art["label"]]
-        body.append(f'<circle cx="{sx(p50):.1f}" cy="{sy(acc):.1f}" r="7" fill="{color}" stroke="#fff" stroke-width="1.5">'
+        x, y = sx(p50), sy(acc)
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{color}" stroke="#fff" stroke-width="1.5">'
                     f'<title>{_e(art["label"])}: {acc:.2f}% at {p50:.3f} ms</title></circle>')
-        flip = sx(p50) > left + 0.7 * (right - left)
-        body.append(f'<text x="{sx(p50) + (-11 if flip else 11):.1f}" y="{sy(acc) + (14 if acc > 100 - span * 0.05 else 4):.1f}" font-size="12.5" '
-                    f'text-anchor="{"end" if flip else "start"}">{_e(_short(art["label"], 30))} ({acc:.2f}%)</text>')
+        text = f"{_short(art['label'], 30)} ({acc:.2f}%)"
+        flip = x > left + 0.65 * (right - left)
+        x0 = x - 11 - 7 * len(text) if flip else x + 11
+        x1 = x0 + 7 * len(text)
+        ty = max(y + 4, top + 12)
+        while any(a < x1 and x0 < b and abs(ty - py) < 15 for a, b, py in placed):
+            ty += 15
+        placed.append((x0, x1, ty))
+        body.append(f'<text x="{x - 11 if flip else x + 11:.1f}" y="{ty:.1f}" font-size="12.5" text-anchor="{"end" if flip else "start"}">{_e(text)}</text>')
     return _svg(WIDTH, bottom + 50, body, "accuracy against latency")
 
 
