@@ -167,7 +167,7 @@ def optimize(
     report: dict[str, Any] = {
         "target": target,
         "passes_run": list(PIPELINES[target]),
-        "batch": int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else batch,
+        "batch": batch,
         "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
         "seed": seed,
         "rtol": tolerance,
