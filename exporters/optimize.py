@@ -221,8 +221,11 @@ def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> Path:
         if _proto_bytes(model) < _PROTOBUF_LIMIT:
             onnx.save_model(model, str(tmp))
         else:
-            # External data is written beside the model under its final name.
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
+            # The weights go to <name>.data beside the model, written under its final name (only the
+            # .onnx is atomic). onnx moves the data out of the proto it saves, so save a copy.
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(copy, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
     return path
 
 

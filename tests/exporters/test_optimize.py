@@ -103,6 +103,19 @@ def test_saves_model_and_manifest(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.opt.onnx", "out.opt.onnx.json"]
 
 
+def test_large_models_save_weights_as_external_data(tmp_path, monkeypatch):
+    """Past protobuf's 2 GB limit (lowered here) the weights go to ``<name>.data`` and the checker reads the file."""
+    monkeypatch.setattr(runner, "_PROTOBUF_LIMIT", 10_000)
+    out = tmp_path / "big.opt.onnx"
+    optimized, report = optimize(conv_bn(), out, target="onnxruntime")
+    assert (tmp_path / "big.opt.onnx.data").stat().st_size > 10_000
+    assert report["onnx_checker"] == "passed"
+    assert all(t.raw_data for t in optimized.graph.initializer if t.dims)  # the returned model keeps its weights
+    feeds = make_inputs(optimized, batch=2)
+    reloaded = onnx.load(str(out))
+    assert compare_outputs(run_ort(optimized, feeds), run_ort(reloaded, feeds), rtol=0.0)["ok"]
+
+
 # ---------------------------------------------------------------- zoo models, exported with BatchNorm kept
 
 
