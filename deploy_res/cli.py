@@ -314,6 +314,58 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
         sys.exit(130)
 
 
+@cli.command("run")
+@click.argument("model")
+@click.option("-o", "--output", "output_dir", default="out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--int8", is_flag=True, help="Also build, validate and profile an INT8 engine.")
+@click.option("--fp16", is_flag=True, help="Also build, validate and profile an FP16 engine.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint [default: BatchNorm re-estimated on real photos].")
+@click.option("--calib-data", type=click.Path(exists=True), help="INT8 calibration images/arrays [default: crops of scikit-image's sample photos].")
+@click.option("--calib-samples", default=128, type=click.IntRange(1), help="Calibration samples.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", help="Engine backend.")
+@click.option("--batch", "batches", default="1,8", callback=lambda c, p, v: _batch_list(c, p, v), help="Batch sizes to profile.")
+@click.option("--duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size.")
+@click.option("--no-torch", is_flag=True, help="Leave the PyTorch original out of the comparison.")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", help="torch.onnx exporter.")
+@pass_ctx
+def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data, calib_samples, backend, batches, duration_s, no_torch, exporter) -> None:
+    """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16), validate, profile."""
+    from deploy_res.pipeline import run_pipeline
+    from deploy_res.reports import rich_table
+
+    precisions = ["fp32"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
+    counter = iter(range(1, 100))
+    result = run_pipeline(model, output_dir, precisions, weights=weights, calib_data=calib_data, calib_samples=calib_samples,
+                          backend=backend, batches=batches, duration_s=duration_s, torch_modes=() if no_torch else ("eager",),
+                          exporter=exporter, quiet=ctx.quiet, console=ctx.console,
+                          step=lambda message: ctx.console.print(f"[bold cyan]{next(counter)}.[/] {message}"))
+    ctx.console.print(rich_table(result.report))
+    for precision, verdict in result.validations.items():
+        metrics = verdict["metrics"]
+        state = "[green]pass[/]" if verdict["passed"] else "[red]FAIL[/] (" + "; ".join(verdict["failed"]) + ")"
+        ctx.console.print(f"{precision}: cosine {metrics['cosine_mean']:.4f}, top-1 agreement {metrics.get('top1_agreement', float('nan')):.3f} "
+                          f"on {verdict['inputs']['samples']} held-out photo crops: {state}")
+    click.echo(f"report: {result.report['report_paths']['html']} ({result.seconds:.0f} s)")
+    if result.interrupted:
+        raise click.exceptions.Abort()
+    if not result.passed:
+        raise ValidationFailed("an engine failed validation against PyTorch; see the table above")
+
+
+@cli.command("sample-photos")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--count", default=128, type=click.IntRange(1), help="Random crops to write.")
+@click.option("--seed", default=0, type=int, help="Seed of the crops.")
+@pass_ctx
+def sample_photos_command(ctx: Context, folder, count, seed) -> None:
+    """Write COUNT real-photo crops (scikit-image's sample photos) into FOLDER, e.g. for --calib-data."""
+    from deploy_res.artifacts import ensure_output_dir
+    from deploy_res.data import write_random_crops
+
+    paths = write_random_crops(ensure_output_dir(folder), count, seed=seed)
+    click.echo(f"wrote {len(paths)} crops of scikit-image's sample photos into {folder}")
+
+
 def _names(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 

@@ -1,0 +1,113 @@
+"""``deployres run``: export -> optimise -> build -> validate -> profile in one command.
+
+For a zoo model without ``weights`` the run first re-estimates the model's
+BatchNorm statistics on real photos (:mod:`deploy_res.demo`), so that INT8
+calibration and validation see activations like a trained network's. Without
+``calib_data``, INT8 calibrates on random crops of scikit-image's sample
+photos; validation always uses other crops of those photos (a different seed),
+never the calibration ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from deploy_res.artifacts import ensure_output_dir
+
+CALIB_SEED = 0
+EVAL_SEED = 7
+DEFAULT_EVAL_SAMPLES = 64
+
+
+@dataclass
+class RunResult:
+    """Everything ``run`` wrote and concluded."""
+
+    output_dir: Path
+    onnx: Optional[Path] = None
+    engines: dict[str, Path] = field(default_factory=dict)
+    validations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: Optional[dict[str, Any]] = None
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return all(v["passed"] for v in self.validations.values())
+
+
+def run_pipeline(
+    model: str,
+    output_dir: str | Path,
+    precisions: Sequence[str] = ("fp32",),
+    weights: Optional[str | Path] = None,
+    calib_data: Optional[str | Path] = None,
+    calib_samples: int = 128,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    backend: str = "auto",
+    batches: Sequence[int] = (1, 8),
+    duration_s: float = 5.0,
+    warmup_s: float = 1.0,
+    torch_modes: Sequence[str] = ("eager",),
+    bn_recalibrate: bool = True,
+    exporter: str = "dynamo",
+    quiet: bool = False,
+    console: Any = None,
+    step: Callable[[str], None] = lambda message: None,
+) -> RunResult:
+    """Run the whole pipeline for ``model`` into ``output_dir``; see the module docstring.
+
+    Defaults: FP32 only (add ``"int8"``/``"fp16"`` to ``precisions``), 128
+    calibration samples, 64 evaluation crops, backend auto, batches 1 and 8,
+    5 s of timing per batch size after 1 s of warm-up, the PyTorch original
+    (eager) in the comparison.
+    """
+    from deploy_res.build import build_engine
+    from deploy_res.data import sample_inputs, write_random_crops
+    from deploy_res.demo import bn_recalibrated_checkpoint
+    from deploy_res.export import export
+    from deploy_res.models import Preprocessing
+    from deploy_res.profiling import profile
+    from deploy_res.validation import validate
+
+    start = time.perf_counter()
+    folder = ensure_output_dir(output_dir)
+    result = RunResult(folder)
+    if weights is None and bn_recalibrate and ":" not in model:
+        step(f"re-estimating {model}'s BatchNorm statistics on real photos")
+        weights = bn_recalibrated_checkpoint(model, folder / "weights")
+
+    step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
+    exported = export(model, folder, weights=weights, exporter=exporter)
+    result.onnx = exported.onnx_path
+
+    if "int8" in precisions and calib_data is None:
+        step(f"writing {calib_samples} calibration crops of scikit-image's sample photos")
+        calib_data = folder / "calib"
+        write_random_crops(calib_data, calib_samples, seed=CALIB_SEED)
+    pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
+    eval_path = folder / "eval" / "inputs.npy"
+    eval_path.parent.mkdir(exist_ok=True)
+    np.save(eval_path, sample_inputs(eval_samples, pre, seed=EVAL_SEED))
+
+    for precision in precisions:
+        step(f"building the {precision} engine")
+        built = build_engine(exported.onnx_path, folder, backend=backend, precision=precision,
+                             calib_data=calib_data if precision == "int8" else None, calib_samples=calib_samples,
+                             quiet=quiet, console=console)
+        result.engines[precision] = built.engine
+        step(f"validating the {precision} engine against PyTorch on {eval_samples} held-out photo crops")
+        result.validations[precision] = validate(built.engine, data=str(eval_path), samples=eval_samples)
+
+    step("profiling the engines" + (" and the PyTorch original" if torch_modes else ""))
+    result.report = profile(list(result.engines.values()), batches=batches, warmup_s=warmup_s, duration_s=duration_s,
+                            torch_modes=torch_modes, validation_results=list(result.validations.values()),
+                            output_dir=folder / "report", quiet=quiet, console=console)
+    result.interrupted = result.report.get("status") == "interrupted"
+    result.seconds = time.perf_counter() - start
+    return result
