@@ -226,19 +226,33 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int
 @click.option("--min-top1-agreement", type=float, help="Limit on top-1 agreement, 0-1 [default: per precision].")
 @click.option("--max-top1-drop", type=float, help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
+@click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
+@click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @pass_ctx
 def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine,
-                     min_top1_agreement, max_top1_drop, json_path) -> None:
+                     min_top1_agreement, max_top1_drop, json_path, per_layer, top) -> None:
     """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
     from deploy_res.validation import validate
 
     overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
                  "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
     with ctx.console.status(f"validating {artifact}"):
-        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path)
+        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer)
     _print_validation(ctx, result)
+    if per_layer:
+        _print_sensitivity(ctx, result["sensitivity"], top)
     if not result["passed"]:
         raise ValidationFailed(f"{Path(artifact).name} FAILED validation: {'; '.join(result['failed'])}")
+
+
+def _print_sensitivity(ctx: Context, sensitivity: dict, top: int) -> None:
+    layers = sensitivity["layers"]
+    table = Table(title=f"INT8 sensitivity: {len(layers)} quantised layers, the {min(top, len(layers))} that add the most error")
+    for column in ("rank", "layer", "op", "input SQNR dB", "output SQNR dB", "dB lost"):
+        table.add_column(column, justify="right" if "dB" in column or column == "rank" else "left")
+    for rank, layer in enumerate(layers[:top], start=1):
+        table.add_row(str(rank), layer["name"], layer["op_type"], f"{layer['input_sqnr_db']:.1f}", f"{layer['output_sqnr_db']:.1f}", f"{layer['added_error_db']:.2f}")
+    ctx.console.print(table)
 
 
 def _print_validation(ctx: Context, result: dict) -> None:

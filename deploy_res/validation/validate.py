@@ -64,13 +64,16 @@ def validate(
     thresholds: Optional[Mapping[str, Optional[float]]] = None,
     seed: int = 0,
     output: Optional[str | Path] = None,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Compare ``artifact`` with its reference on ``samples`` inputs; return (and write) the result.
 
     Defaults: the PyTorch model the manifest names; 32 seeded random inputs
     when ``data`` (image folder, labelled folder, .npy/.npz) is not given;
     batches of 8; the precision's limits from :mod:`thresholds`; the JSON
-    result written to ``<artifact>.validation.json``.
+    result written to ``<artifact>.validation.json``. ``per_layer`` (INT8
+    artifacts) adds ``sensitivity``: the quantised layers ranked by the error
+    they add (:mod:`.sensitivity`), on the same inputs.
     """
     from engines import backend_of, load_engine
 
@@ -129,6 +132,12 @@ def validate(
         "passed": passed,
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if per_layer:
+        from deploy_res.validation.sensitivity import qdq_sources, rank_layers
+
+        qdq_path, float_path = qdq_sources(artifact)
+        result["sensitivity"] = {"qdq_onnx": str(qdq_path), "float_onnx": str(float_path), "metric": "SQNR dB lost per layer",
+                                 "layers": rank_layers(qdq_path, float_path, arrays, batch)}
     output = Path(output) if output else artifact.with_name(artifact.name + ".validation.json")
     write_json_atomic(output, result)
     result["result_path"] = str(output)
