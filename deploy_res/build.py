@@ -209,7 +209,7 @@ def _check_onnx(path: Path) -> None:
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    from exporters.torch_export import save_model
+    from exporters.onnx_io import save_model
 
     save_model(model, path)
 

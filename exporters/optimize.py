@@ -30,6 +30,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.errors import DeployResError, ValidationFailed
+from exporters.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
 from exporters.passes import (
     PassResult,
     cleanup,
@@ -65,10 +66,8 @@ DEFAULT_RTOL_FP16 = 5e-3
 DEFAULT_BATCH = 2
 DEFAULT_SEED = 0
 MS_DOMAIN = "com.microsoft"
-_PROTOBUF_LIMIT = 2_000_000_000
 _FLOAT16 = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
-ModelLike = Union[onnx.ModelProto, str, os.PathLike]
 
 
 def optimize(
@@ -119,7 +118,7 @@ def optimize(
     try:
         reference = run_ort(model, feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise DeployResError(f"ONNX Runtime cannot run the input model ({_first_line(exc)}); check the file and its input shapes") from None
+        raise DeployResError(f"ONNX Runtime cannot run the input model ({first_line(exc)}); check the file and its input shapes") from None
 
     graph = gs.import_onnx(model)
     output_names = [tensor.name for tensor in graph.outputs]
@@ -137,7 +136,7 @@ def optimize(
         try:
             outputs = run_ort(after, feeds)
         except Exception as exc:  # noqa: BLE001
-            raise ValidationFailed(f"pass '{name}' (step {step}) produced a graph ONNX Runtime cannot run: {_first_line(exc)}") from None
+            raise ValidationFailed(f"pass '{name}' (step {step}) produced a graph ONNX Runtime cannot run: {first_line(exc)}") from None
         check = compare_outputs(previous, outputs, rtol=tolerance, atol=atol)
         if not check["ok"]:
             raise ValidationFailed(
@@ -160,7 +159,7 @@ def optimize(
         )
         previous = outputs
 
-    large = _proto_bytes(after) >= _PROTOBUF_LIMIT
+    large = proto_bytes(after) >= PROTOBUF_LIMIT
     if not large:
         _check(after)
     total = compare_outputs(reference, previous, rtol=tolerance, atol=atol)
@@ -197,38 +196,6 @@ def optimize(
 # ---------------------------------------------------------------- model I/O
 
 
-def load_model(model_or_path: ModelLike) -> onnx.ModelProto:
-    """The model itself, or the ONNX file at a path (with its external data); one-line error if unreadable."""
-    if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path
-    path = Path(model_or_path)
-    if not path.is_file():
-        raise DeployResError(f"no ONNX file at {path}; pass the path of a .onnx model")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise several types
-        raise DeployResError(f"cannot read {path} as ONNX ({_first_line(exc)}); is it an ONNX model?") from None
-
-
-def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> Path:
-    """Write ``model`` atomically; weights go to ``<name>.data`` beside it only past 2 GB."""
-    from deploy_res.artifacts import atomic_path
-
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        if _proto_bytes(model) < _PROTOBUF_LIMIT:
-            onnx.save_model(model, str(tmp))
-        else:
-            # The weights go to <name>.data beside the model, written under its final name (only the
-            # .onnx is atomic). onnx moves the data out of the proto it saves, so save a copy.
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            onnx.save_model(copy, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
-    return path
-
-
 def _write_manifest(output_path: Union[str, os.PathLike], source: Optional[Path], report: dict[str, Any]) -> None:
     from deploy_res.artifacts import file_record, write_manifest
 
@@ -261,7 +228,7 @@ def graph_to_model(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProt
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shapes and types for every tensor where ONNX can infer them (the passes use ranks and shapes)."""
-    if _proto_bytes(model) >= _PROTOBUF_LIMIT:
+    if proto_bytes(model) >= PROTOBUF_LIMIT:
         return model
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -269,17 +236,12 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _proto_bytes(model: onnx.ModelProto) -> int:
-    """Size of the serialised model, counting initializer payloads without serialising."""
-    return sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.int64_data) for t in model.graph.initializer) + len(model.graph.node) * 256
-
-
 def _check(model: Union[onnx.ModelProto, str]) -> None:
     """``onnx.checker.check_model``; a failure is a bug in a pass (ValidationFailed)."""
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ValidationFailed(f"the optimised graph fails the ONNX checker: {_first_line(exc)}") from None
+        raise ValidationFailed(f"the optimised graph fails the ONNX checker: {first_line(exc)}") from None
 
 
 def _computes_in_fp16(model: onnx.ModelProto) -> bool:
@@ -416,11 +378,6 @@ def compare_outputs(reference: Mapping[str, np.ndarray], actual: Mapping[str, np
         if worst["output"] is None or entry["max_rel_error"] > worst["max_rel_error"]:
             worst = entry
     return {**worst, "max_abs_error": largest_abs}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 # ---------------------------------------------------------------- report rendering

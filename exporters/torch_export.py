@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import torch
 
-from deploy_res.artifacts import atomic_path
 from deploy_res.errors import DeployResError, ValidationFailed
+from exporters.onnx_io import save_model
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_EXPORTER = "dynamo"
@@ -34,7 +34,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_RTOL = 1e-3
 """Parity passes when max |torch - onnx| <= PARITY_RTOL * max |torch| (relative to the largest logit)."""
-_PROTOBUF_LIMIT = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -147,25 +146,6 @@ def _mark_batch_dynamic(model: onnx.ModelProto) -> None:
         if dims:
             dims[0].ClearField("dim_value")
             dims[0].dim_param = "batch"
-
-
-def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Save atomically; weights go to ``<name>.data`` only when the model passes 2 GB."""
-    path = Path(path)
-    large = model.ByteSize() > _PROTOBUF_LIMIT if _byte_size_ok(model) else True
-    with atomic_path(path) as tmp:
-        if large:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
-        else:
-            onnx.save_model(model, str(tmp))
-
-
-def _byte_size_ok(model: onnx.ModelProto) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except ValueError:
-        return False
 
 
 def check_parity(

@@ -105,7 +105,10 @@ def test_saves_model_and_manifest(tmp_path):
 
 def test_large_models_save_weights_as_external_data(tmp_path, monkeypatch):
     """Past protobuf's 2 GB limit (lowered here) the weights go to ``<name>.data`` and the checker reads the file."""
-    monkeypatch.setattr(runner, "_PROTOBUF_LIMIT", 10_000)
+    from exporters import onnx_io
+
+    monkeypatch.setattr(runner, "PROTOBUF_LIMIT", 10_000)
+    monkeypatch.setattr(onnx_io, "PROTOBUF_LIMIT", 10_000)
     out = tmp_path / "big.opt.onnx"
     optimized, report = optimize(conv_bn(), out, target="onnxruntime")
     assert (tmp_path / "big.opt.onnx.data").stat().st_size > 10_000
