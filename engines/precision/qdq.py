@@ -1,0 +1,388 @@
+"""One set of calibrated ranges, two Q/DQ emitters, and the TensorRT placement check.
+
+:func:`emit_qdq` writes QuantizeLinear/DequantizeLinear into a float ONNX
+from :class:`~engines.precision.calibration.Ranges`:
+
+``tensorrt`` (built here with onnx-graphsurgeon, so placement is exactly
+TensorRT's explicit-quantization guide):
+
+* symmetric int8 everywhere (zero point 0, int8 range +-127);
+* weights of every Conv/Gemm: int8 initializers + DequantizeLinear,
+  per-channel on the output-channel axis (Conv: axis 0; Gemm: axis 0 when
+  ``transB=1``, axis 1 when ``transB=0``), scale = max|w| / 127 per channel;
+* activations per-tensor, scale = max(|low|, |high|) / 127, as a Q->DQ pair
+  on every Conv/Gemm data input **and on the skip input of every residual
+  Add**, so TensorRT fuses Conv+Add(+ReLU) in INT8 (NVIDIA/TensorRT#1992);
+* nothing else: no Q/DQ on weighted-op outputs (except where such an
+  output *is* a residual skip, e.g. the downsample projection), pools,
+  Concat, SE gates or the classifier output. A quantised tensor feeds its
+  DQ only to the consumers that need it; other consumers keep the float.
+
+``onnxruntime`` (x86 CPU): ONNX Runtime's ``quantize_static`` in QDQ format
+fed our ranges through its calibration cache: uint8 activations (asymmetric),
+int8 per-channel weights (U8S8, ORT's advice for x86; FACTS.md: 3.5x FP32 on
+this CPU, all 53 ResNet-50 convs fused to QLinearConv), the rest of ORT's
+defaults. Symmetric int8 activations run at 0.9x FP32 on ORT CPU, which is
+why the two emitters differ.
+
+A *residual Add* is an Add of two computed (non-constant) tensors of the
+same shape; its *skip* input is the one that is fewer compute nodes away
+from the graph inputs (the block input, or the downsample projection, or the
+un-scaled ``x`` of Inception-ResNet's ``x + scale * branch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from deploy_res.errors import DeployResError
+from engines.precision.calibration import Ranges
+
+TARGETS = ("tensorrt", "onnxruntime")
+WEIGHTED_OPS = ("Conv", "Gemm")
+INT8_MAX = 127
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, target: str = "onnxruntime") -> onnx.ModelProto:
+    """A Q/DQ copy of the float ``model`` for ``target`` (``tensorrt`` or ``onnxruntime``, the default).
+
+    ``ranges`` must come from calibrating this very model (tensor names are
+    matched); tensors it lacks are an error naming them.
+    """
+    if target not in TARGETS:
+        raise DeployResError(f"unknown Q/DQ target {target!r}; use one of {', '.join(TARGETS)}")
+    proto = _as_proto(model)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise DeployResError(f"per-channel Q/DQ needs ONNX opset 13 or newer, the model has {opset}; re-export with opset_version >= 13")
+    if target == "tensorrt":
+        return emit_tensorrt_qdq(proto, ranges)
+    return emit_onnxruntime_qdq(proto, ranges)
+
+
+def _as_proto(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise DeployResError(f"ONNX model {path} does not exist")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise DeployResError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None
+
+
+# --------------------------------------------------------------------------- graph helpers
+
+
+def _is_computed(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Variable)
+
+
+def compute_depths(graph: gs.Graph, transparent: Iterable[str] = _QDQ) -> dict[str, int]:
+    """Longest path (in compute nodes) from a graph input to each tensor; ``transparent`` ops add nothing."""
+    transparent = set(transparent)
+    depth: dict[str, int] = {t.name: 0 for t in graph.inputs}
+    for node in graph.nodes:  # graph must be topologically sorted
+        base = max((depth.get(t.name, 0) for t in node.inputs if _is_computed(t)), default=0)
+        for out in node.outputs:
+            depth[out.name] = base + (0 if node.op in transparent else 1)
+    return depth
+
+
+def residual_skips(graph: gs.Graph) -> dict[str, int]:
+    """``{add node name: index of its skip input}`` for every residual Add (see module docstring)."""
+    depth = compute_depths(graph)
+    skips = {}
+    for node in graph.nodes:
+        if node.op != "Add" or len(node.inputs) != 2:
+            continue
+        a, b = node.inputs
+        if not (_is_computed(a) and _is_computed(b)):
+            continue
+        if a.shape is not None and b.shape is not None and len(a.shape) != len(b.shape):
+            continue
+        skips[node.name] = 0 if depth.get(a.name, 0) < depth.get(b.name, 0) else 1
+    return skips
+
+
+def _ensure_names(graph: gs.Graph) -> None:
+    seen = set()
+    for index, node in enumerate(graph.nodes):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op}_{index}"
+        seen.add(node.name)
+
+
+def _weight_axis(node: gs.Node) -> int:
+    if node.op == "Conv":
+        return 0
+    return 0 if int(node.attrs.get("transB", 0)) else 1
+
+
+# --------------------------------------------------------------------------- TensorRT emitter
+
+
+def _scale_for(amax: float) -> np.float32:
+    return np.float32(amax / INT8_MAX) if amax > 0 else np.float32(1.0)
+
+
+def _quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    moved = np.moveaxis(weight.astype(np.float32), axis, 0)
+    amax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def emit_tensorrt_qdq(model: onnx.ModelProto, ranges: Ranges) -> onnx.ModelProto:
+    """TensorRT's explicit-quantization layout (module docstring); returns a new ModelProto."""
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    _ensure_names(graph)
+    # Which consumers of which activation need a Q/DQ'd input: {tensor name: [(node, input index)]}.
+    wanted: dict[str, list[tuple[gs.Node, int]]] = defaultdict(list)
+    for node in graph.nodes:
+        if node.op in WEIGHTED_OPS and node.inputs and _is_computed(node.inputs[0]):
+            wanted[node.inputs[0].name].append((node, 0))
+            if node.op == "Gemm" and len(node.inputs) > 1 and _is_computed(node.inputs[1]):
+                wanted[node.inputs[1].name].append((node, 1))
+    by_name = {n.name: n for n in graph.nodes}
+    for add_name, index in residual_skips(graph).items():
+        node = by_name[add_name]
+        wanted[node.inputs[index].name].append((node, index))
+    missing = [name for name in wanted if name not in ranges]
+    if missing:
+        raise DeployResError(f"the calibration ranges lack {len(missing)} tensors this model quantises (e.g. {missing[0]!r}); calibrate this very model")
+
+    tensors = graph.tensors()
+    for name, uses in wanted.items():
+        source = tensors[name]
+        scale = gs.Constant(f"{name}_scale", np.array(_scale_for(ranges.amax(name)), dtype=np.float32))
+        zero = gs.Constant(f"{name}_zero_point", np.array(0, dtype=np.int8))
+        quantized = gs.Variable(f"{name}_quantized", dtype=np.int8, shape=source.shape)
+        dequantized = gs.Variable(f"{name}_dequantized", dtype=np.float32, shape=source.shape)
+        graph.nodes.append(gs.Node("QuantizeLinear", f"{name}_QuantizeLinear", inputs=[source, scale, zero], outputs=[quantized]))
+        graph.nodes.append(gs.Node("DequantizeLinear", f"{name}_DequantizeLinear", inputs=[quantized, scale, zero], outputs=[dequantized]))
+        for node, index in uses:
+            node.inputs[index] = dequantized
+
+    done: dict[str, gs.Variable] = {}
+    for node in list(graph.nodes):
+        if node.op not in WEIGHTED_OPS or len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
+            continue
+        weight = node.inputs[1]
+        axis = _weight_axis(node)
+        key = f"{weight.name}@{axis}"
+        if key not in done:
+            q, scale = _quantize_weight(np.asarray(weight.values), axis)
+            int8_weight = gs.Constant(f"{weight.name}_quantized", q)
+            scale_c = gs.Constant(f"{weight.name}_scale", scale)
+            zero_c = gs.Constant(f"{weight.name}_zero_point", np.zeros(scale.shape, dtype=np.int8))
+            out = gs.Variable(f"{weight.name}_dequantized", dtype=np.float32, shape=list(q.shape))
+            graph.nodes.append(gs.Node("DequantizeLinear", f"{weight.name}_DequantizeLinear", attrs={"axis": axis}, inputs=[int8_weight, scale_c, zero_c], outputs=[out]))
+            done[key] = out
+        node.inputs[1] = done[key]
+
+    graph.cleanup().toposort()
+    result = gs.export_onnx(graph)
+    result.ir_version = model.ir_version
+    return result
+
+
+# --------------------------------------------------------------------------- ONNX Runtime emitter
+
+
+class _QuietPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def emit_onnxruntime_qdq(model: onnx.ModelProto, ranges: Ranges) -> onnx.ModelProto:
+    """ORT ``quantize_static`` QDQ, QUInt8 activations, QInt8 per-channel weights, from ``ranges``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    graph_tensors = {name for node in model.graph.node for name in (*node.input, *node.output)} | {i.name for i in model.graph.input}
+    covered = graph_tensors & set(ranges.tensors)
+    if not covered:
+        raise DeployResError("the calibration ranges name none of this model's tensors; calibrate this very model")
+    tensors_data = ranges.to_ort_tensors_data()
+    hint = _QuietPreprocessHint()
+    with tempfile.TemporaryDirectory(prefix="deployres-qdq-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        output = Path(tmp) / "model.qdq.onnx"
+        save_tensors_data(tensors_data, cache)
+        logging.getLogger().addFilter(hint)
+        try:
+            quantize_static(
+                model,
+                str(output),
+                calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                calibration_cache_path=str(cache),
+            )
+        finally:
+            logging.getLogger().removeFilter(hint)
+        return onnx.load(str(output))
+
+
+# --------------------------------------------------------------------------- placement check
+
+
+def _const_array(graph: gs.Graph, tensor: gs.Tensor) -> np.ndarray | None:
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if tensor.inputs and tensor.inputs[0].op == "Constant":
+        return np.asarray(tensor.inputs[0].attrs["value"].values)
+    return None
+
+
+def _producer(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def check_tensorrt_qdq_placement(model: onnx.ModelProto | str | os.PathLike) -> list[str]:
+    """Violations of TensorRT's Q/DQ placement rules in ``model``, one line each (empty: all obeyed).
+
+    Checked node by node:
+
+    1. every Conv/Gemm data input and weight comes from a DequantizeLinear; an
+       activation's DQ is fed by a QuantizeLinear, a weight's by an int8
+       constant (or a Q of a constant);
+    2. every Q/DQ has an explicit int8 zero point that is all zeros;
+    3. weight scales are per-channel on the output-channel axis (Conv: 0;
+       Gemm: 0 with transB=1, else 1), one positive scale per channel;
+    4. activation scales are per-tensor (one positive value);
+    5. the skip input of every residual Add comes from a DequantizeLinear;
+    6. a Q on a Conv/Gemm output is allowed only when its DQ feeds a
+       quantised consumer (a Conv/Gemm, or a residual Add as its skip);
+    7. no Q/DQ anywhere else ("be conservative"): every DQ output feeds only
+       Conv/Gemm inputs or residual skips, and every Q output feeds only DQs.
+    """
+    graph = gs.import_onnx(_as_proto(model))
+    graph.toposort()
+    _ensure_names(graph)
+    problems: list[str] = []
+    skips = residual_skips(graph)
+    # consumers that legitimately take a DQ output: (node name, input index)
+    allowed_uses: set[tuple[str, int]] = set()
+
+    for node in graph.nodes:
+        if node.op in WEIGHTED_OPS:
+            n_checked = 2 if len(node.inputs) >= 2 else 1
+            for index in range(n_checked):
+                allowed_uses.add((node.name, index))
+                tensor = node.inputs[index]
+                dq = _producer(tensor)
+                role = "data input" if index == 0 else "weight"
+                if dq is None or dq.op != "DequantizeLinear":
+                    problems.append(f"{node.op} {node.name!r}: {role} {tensor.name!r} does not come from DequantizeLinear")
+                    continue
+                source = dq.inputs[0]
+                q = _producer(source)
+                from_q = q is not None and q.op == "QuantizeLinear"
+                constant = _const_array(graph, q.inputs[0] if from_q else source) is not None
+                if index == 1 and constant:
+                    _check_weight_dq(node, dq, graph, problems)
+                else:
+                    if not from_q:
+                        problems.append(f"{node.op} {node.name!r}: {role} DQ {dq.name!r} is not fed by a QuantizeLinear")
+                    _check_per_tensor(dq, graph, problems)
+        elif node.op == "Add" and node.name in skips:
+            index = skips[node.name]
+            allowed_uses.add((node.name, index))
+            tensor = node.inputs[index]
+            dq = _producer(tensor)
+            if dq is None or dq.op != "DequantizeLinear":
+                problems.append(f"residual Add {node.name!r}: skip input {tensor.name!r} does not come through Q/DQ")
+            else:
+                q = _producer(dq.inputs[0])
+                if q is None or q.op != "QuantizeLinear":
+                    problems.append(f"residual Add {node.name!r}: skip DQ {dq.name!r} is not fed by a QuantizeLinear")
+                _check_per_tensor(dq, graph, problems)
+
+    for node in graph.nodes:
+        if node.op in _QDQ:
+            _check_zero_point(node, graph, problems)
+        if node.op == "DequantizeLinear":
+            for out in node.outputs:
+                if out in graph.outputs:
+                    problems.append(f"DequantizeLinear {node.name!r} feeds a graph output")
+                for consumer in out.outputs:
+                    for index, tensor in enumerate(consumer.inputs):
+                        if tensor is out and (consumer.name, index) not in allowed_uses:
+                            problems.append(f"DequantizeLinear {node.name!r} feeds {consumer.op} {consumer.name!r} input {index}, which should stay unquantised")
+        if node.op == "QuantizeLinear":
+            for out in node.outputs:
+                for consumer in out.outputs:
+                    if consumer.op != "DequantizeLinear":
+                        problems.append(f"QuantizeLinear {node.name!r} feeds {consumer.op} {consumer.name!r} instead of a DequantizeLinear")
+            producer = _producer(node.inputs[0])
+            if producer is not None and producer.op in WEIGHTED_OPS:
+                uses = [(c.name, i) for out in node.outputs for dq in out.outputs for dq_out in dq.outputs for c in dq_out.outputs for i, t in enumerate(c.inputs) if t is dq_out]
+                if not uses or any(use not in allowed_uses for use in uses):
+                    problems.append(f"QuantizeLinear {node.name!r} quantises the output of {producer.op} {producer.name!r} without a quantised consumer")
+    return problems
+
+
+def _check_zero_point(node: gs.Node, graph: gs.Graph, problems: list[str]) -> None:
+    if len(node.inputs) < 3:
+        problems.append(f"{node.op} {node.name!r} has no zero point (it would default to uint8)")
+        return
+    zero = _const_array(graph, node.inputs[2])
+    if zero is None:
+        problems.append(f"{node.op} {node.name!r}: zero point is not a constant")
+    elif zero.dtype != np.int8:
+        problems.append(f"{node.op} {node.name!r}: zero point is {zero.dtype}, TensorRT needs int8")
+    elif np.any(zero != 0):
+        problems.append(f"{node.op} {node.name!r}: zero point is not 0 (TensorRT needs symmetric quantisation)")
+
+
+def _check_per_tensor(dq: gs.Node, graph: gs.Graph, problems: list[str]) -> None:
+    scale = _const_array(graph, dq.inputs[1])
+    if scale is None or scale.size != 1:
+        problems.append(f"activation DQ {dq.name!r}: scale is not per-tensor")
+    elif not scale.item() > 0:
+        problems.append(f"activation DQ {dq.name!r}: scale {scale.item()} is not positive")
+
+
+def _check_weight_dq(node: gs.Node, dq: gs.Node, graph: gs.Graph, problems: list[str]) -> None:
+    want_axis = _weight_axis(node)
+    weight = _const_array(graph, dq.inputs[0])
+    if weight is None:
+        q = _producer(dq.inputs[0])
+        weight = _const_array(graph, q.inputs[0]) if q is not None else None
+    scale = _const_array(graph, dq.inputs[1])
+    if weight is None or scale is None:
+        problems.append(f"{node.op} {node.name!r}: weight or its scale is not constant")
+        return
+    axis = int(dq.attrs.get("axis", 1))
+    axis = axis + weight.ndim if axis < 0 else axis
+    channels = weight.shape[want_axis]
+    if scale.ndim != 1 or (scale.size == 1 and channels != 1):
+        problems.append(f"{node.op} {node.name!r}: weight scale has shape {scale.shape}, expected per-channel ({channels},)")
+    elif axis != want_axis:
+        problems.append(f"{node.op} {node.name!r}: weight DQ axis is {axis}, expected {want_axis} (output channels)")
+    elif scale.size != channels:
+        problems.append(f"{node.op} {node.name!r}: weight scale has shape {scale.shape}, expected per-channel ({channels},)")
+    elif not np.all(scale > 0):
+        problems.append(f"{node.op} {node.name!r}: weight scales must be positive")

@@ -1,0 +1,61 @@
+"""Fixtures for the precision tests: a small ResNet trained on real digits, exported to plain ONNX.
+
+The network is ``ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)`` trained for
+three epochs (one-cycle AdamW, fixed seed, 2 CPU threads; ~5-15 s) on scikit-learn's 8x8 handwritten
+digits, upsampled to 24x24 and replicated to 3 channels; 25% of the digits
+(stratified, seeded) are held out. The ONNX comes from the TorchScript
+exporter, which folds BatchNorm into the convolutions, with a dynamic batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from precision_helpers import digits_arrays, export_onnx
+
+EPOCHS = 3
+
+
+@dataclass
+class DigitsModel:
+    onnx_path: Path
+    train_x: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    torch_accuracy: float
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory) -> DigitsModel:
+    """A BasicBlock [1,1,1,1] ResNet trained on digits (about 98% held-out top-1) as ONNX."""
+    import torch
+
+    from deploy_res.models.resnet import BasicBlock, ResNet
+
+    train_x, test_x, train_y, test_y = digits_arrays()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
+        x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=EPOCHS * -(-len(x) // 64))
+        generator = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(EPOCHS):
+            for batch in torch.randperm(len(x), generator=generator).split(64):
+                optimiser.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+                optimiser.step()
+                schedule.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
+        path = export_onnx(model, torch.from_numpy(test_x[:1]), tmp_path_factory.mktemp("digits") / "digits_resnet.onnx")
+    finally:
+        torch.set_num_threads(threads)
+    return DigitsModel(path, train_x, test_x, test_y, accuracy)
