@@ -105,6 +105,8 @@ def build_engine(
     fp16_keep_op_types: Sequence[str] | None = None,
     fp16_keep_nodes: Sequence[str] = (),
     onnx_only: bool = False,
+    target_agreement: Optional[float] = None,
+    fallback_layers: Optional[int] = None,
     device: str = "cpu",
     preprocessing: Optional[Preprocessing] = None,
     workspace_bytes: Optional[int] = None,
@@ -121,7 +123,9 @@ def build_engine(
     :data:`engines.precision.calibration.DEFAULT_METHOD`, TensorRT's timing
     cache at ``<output>/tensorrt.timing.cache``. With ``onnx_only`` the FP16 /
     Q/DQ ONNX is written and no engine is built, so ``backend="tensorrt"``
-    works without TensorRT.
+    works without TensorRT. INT8 with ``target_agreement`` (top-1 agreement
+    with the FP32 graph on the calibration samples) or ``fallback_layers``
+    leaves the most sensitive layers in FP32 (:mod:`engines.precision.fallback`).
     """
     source = Path(onnx_path)
     if not source.is_file():
@@ -171,12 +175,22 @@ def build_engine(
             model = emit_qdq(float_model, ranges, target=backend_name)
         result.precision_onnx = folder / f"{stem}.int8.{backend_name}.onnx"
         _save(model, result.precision_onnx)
+        fallback = None
+        if target_agreement is not None or fallback_layers is not None:
+            with status("ranking layer sensitivity and choosing FP32 fallbacks"):
+                fallback = _fallback(result.precision_onnx, prepared, model, float_model, samples.arrays, target_agreement, fallback_layers)
+            model = fallback.model
+            _save(model, result.precision_onnx)
+            state = "reached" if fallback.reached else "NOT reached"
+            result.notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
+                                f"{fallback.agreement_after:.3f} (target {state}), batch-1 latency x{fallback.to_dict()['latency_cost']}")
         calibration = {"method": method, "options": ranges.options, "samples": len(samples), "data": str(calib_data),
                        "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache,
                        "seconds": round(ranges.seconds, 2)}
         result.notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}")
         write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
                        "settings": {"precision": "int8", "target": backend_name}, "calibration": calibration,
+                       "fallback": fallback.to_dict() if fallback else None,
                        "seconds": round(time.perf_counter() - start, 2)})
     result.artifacts.append(_summary(result.precision_onnx, precision, time.perf_counter() - start))
     if onnx_only:
@@ -198,6 +212,14 @@ def build_engine(
     result.notes += built.notes
     result.artifacts.append(_summary(engine_path, precision, built.seconds))
     return result
+
+
+def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, target_agreement, fallback_layers):
+    from deploy_res.validation.sensitivity import rank_layers
+    from engines.precision.fallback import fallback_search
+
+    ranking = rank_layers(qdq_path, float_path, arrays[:32])
+    return fallback_search(qdq, float_model, ranking, arrays, target_agreement=target_agreement, fallback_layers=fallback_layers)
 
 
 def _check_onnx(path: Path) -> None:

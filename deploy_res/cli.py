@@ -179,6 +179,8 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @click.option("--fp16-keep-op-types", help="Comma-separated op types kept in FP32 (replaces the default list).")
 @click.option("--fp16-keep-nodes", help="Comma-separated node names kept in FP32.")
 @click.option("--onnx-only", is_flag=True, help="Write the FP16 / Q/DQ ONNX the build would use, and stop.")
+@click.option("--target-agreement", type=click.FloatRange(0, 1), help="INT8: leave the most sensitive layers in FP32 until top-1 agreement with FP32 reaches this.")
+@click.option("--fallback-layers", type=click.IntRange(0), help="INT8: leave this many of the most sensitive layers in FP32.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="ONNX Runtime device.")
 @click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Preprocessing for an ONNX file without a manifest.")
 @click.option("--mean", callback=_float_triple, help="Preprocessing mean for an ONNX file without a manifest.")
@@ -189,11 +191,15 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file [default: <output>/tensorrt.timing.cache].")
 @pass_ctx
 def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int8, calib_data, calib_samples, calib_method, skip_bad_files,
-                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, device, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
+                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, target_agreement, fallback_layers, device, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
     """Build an engine from ONNX_FILE at FP32, FP16 or INT8."""
     from deploy_res.build import build_engine
     from deploy_res.models import Preprocessing
 
+    if (target_agreement is not None or fallback_layers is not None) and not int8:
+        raise DeployResError("--target-agreement and --fallback-layers go with --int8")
+    if target_agreement is not None and fallback_layers is not None:
+        raise DeployResError("give --target-agreement or --fallback-layers, not both")
     if fp16 and int8:
         raise DeployResError("--fp16 and --int8 together: neither backend here takes a mixed FP16/INT8 ONNX yet; choose one")
     preprocessing = None
@@ -204,7 +210,7 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int
         onnx_file, output_dir, backend=backend, precision="int8" if int8 else "fp16" if fp16 else "fp32",
         calib_data=calib_data, calib_samples=calib_samples, calib_method=calib_method, skip_bad=skip_bad_files,
         fp16_keep_op_types=_names(fp16_keep_op_types), fp16_keep_nodes=_names(fp16_keep_nodes) or (),
-        onnx_only=onnx_only, device=device, preprocessing=preprocessing,
+        onnx_only=onnx_only, target_agreement=target_agreement, fallback_layers=fallback_layers, device=device, preprocessing=preprocessing,
         workspace_bytes=workspace_mb * (1 << 20) if workspace_mb else None, optimization_level=opt_level,
         timing_cache=timing_cache, quiet=ctx.quiet, console=ctx.console,
     )

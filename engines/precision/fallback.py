@@ -1,0 +1,166 @@
+"""INT8 fallback: leave the most sensitive layers unquantised until the agreement target is met.
+
+The layers are ranked by :func:`deploy_res.validation.sensitivity.rank_layers`
+(the SQNR each loses). :func:`dequantize_layers` takes a layer out of INT8 by
+giving it back its FP32 inputs and weights from the graph the Q/DQ ONNX was
+made from (node names match); the Q/DQ nodes nothing reads any more are
+dropped. :func:`fallback_search` adds layers worst-first until the top-1
+agreement with the FP32 graph reaches the target, and measures what that
+costs in latency.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from deploy_res.errors import DeployResError
+
+MAX_FALLBACK_SHARE = 0.5
+"""Never leave more than half of the quantised layers in FP32: past that INT8 has lost its point."""
+
+
+def dequantize_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``qdq`` where the nodes ``names`` read their FP32 inputs and weights again."""
+    wanted = set(names)
+    float_nodes = {node.name: node for node in float_model.graph.node if node.name in wanted}
+    missing = wanted - set(float_nodes)
+    if missing:
+        raise DeployResError(f"layers {sorted(missing)[:3]} are not in the FP32 graph; rebuild the INT8 ONNX from it")
+    float_inits = {init.name: init for init in float_model.graph.initializer}
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    present = {init.name for init in model.graph.initializer}
+    produced = {out: node for node in model.graph.node for out in node.output}
+    float_producers = {out: node for node in float_model.graph.node for out in node.output}
+    added_relus: dict[str, str] = {}
+    for node in list(model.graph.node):
+        if node.name not in wanted:
+            continue
+        inputs = []
+        for name in float_nodes[node.name].input:
+            float_op = float_producers[name].op_type if name in float_producers else None
+            qdq_op = produced[name].op_type if name in produced else None
+            if float_op == "Relu" and qdq_op not in (None, "Relu"):
+                # ORT's quantizer folds a Conv's Relu into the uint8 range of its output: put the Relu back.
+                if name not in added_relus:
+                    added_relus[name] = f"{name}_relu_fp32"
+                    model.graph.node.append(onnx.helper.make_node("Relu", [name], [added_relus[name]], name=f"{name}_Relu_fp32"))
+                name = added_relus[name]
+            elif name in float_inits:
+                # ORT's quantizer names a DequantizeLinear output after the weight it replaces: keep the FP32 copy apart.
+                fp32_name = f"{name}_fp32" if name in produced else name
+                if fp32_name not in present:
+                    init = onnx.TensorProto()
+                    init.CopyFrom(float_inits[name])
+                    init.name = fp32_name
+                    model.graph.initializer.append(init)
+                    present.add(fp32_name)
+                name = fp32_name
+            inputs.append(name)
+        del node.input[:]
+        node.input.extend(inputs)
+    graph = gs.import_onnx(model)
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = qdq.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(qdq.opset_import)
+    return out
+
+
+def _session(model: onnx.ModelProto, optimized: bool = True):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _logits(session, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)])
+
+
+def _agreement(reference: np.ndarray, logits: np.ndarray) -> float:
+    return float(np.mean(reference.argmax(axis=1) == logits.argmax(axis=1)))
+
+
+def _latencies_ms(sessions: Sequence[Any], sample: np.ndarray, runs: int) -> list[float]:
+    """Median latency of each session, measured interleaved (A, B, A, B, ...) so noise hits all alike."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for round_ in range(runs + 1):
+        for session, record in zip(sessions, times):
+            name = session.get_inputs()[0].name
+            start = time.perf_counter()
+            session.run(None, {name: sample})
+            if round_:  # the first round warms up
+                record.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(record)) for record in times]
+
+
+@dataclass
+class FallbackResult:
+    """What the search chose and what it reached."""
+
+    model: onnx.ModelProto
+    layers: list[str]
+    agreement_before: float
+    agreement_after: float
+    target: Optional[float]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms_int8: float = 0.0
+    latency_ms_fallback: float = 0.0
+    reached: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target_agreement": self.target, "reached": self.reached, "fp32_layers": self.layers,
+            "agreement_all_int8": self.agreement_before, "agreement": self.agreement_after, "steps": self.steps,
+            "latency_ms_batch1": {"all_int8": round(self.latency_ms_int8, 3), "with_fallback": round(self.latency_ms_fallback, 3)},
+            "latency_cost": round(self.latency_ms_fallback / self.latency_ms_int8, 3) if self.latency_ms_int8 else None,
+            "measured_on": "the calibration samples, against the FP32 graph, ONNX Runtime CPU",
+        }
+
+
+def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking: Sequence[dict[str, Any]], inputs: np.ndarray,
+                    target_agreement: Optional[float] = None, fallback_layers: Optional[int] = None,
+                    latency_runs: int = 10) -> FallbackResult:
+    """Leave the worst layers of ``ranking`` in FP32: exactly ``fallback_layers`` of them, or as few as reach
+    ``target_agreement`` (top-1 agreement with the FP32 graph on ``inputs``), at most half of them."""
+    if (target_agreement is None) == (fallback_layers is None):
+        raise DeployResError("give either a target agreement or a number of fallback layers")
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    reference = _logits(_session(float_model), inputs)
+    int8_session = _session(qdq)
+    before = _agreement(reference, _logits(int8_session, inputs))
+    names = [layer["name"] for layer in ranking]
+    limit = max(1, int(len(names) * MAX_FALLBACK_SHARE))
+    chosen: list[str] = []
+    model, agreement, steps = qdq, before, [{"fp32_layers": 0, "agreement": before}]
+    if fallback_layers is not None:
+        chosen = names[: min(fallback_layers, len(names))]
+        model = dequantize_layers(qdq, float_model, chosen) if chosen else qdq
+        agreement = _agreement(reference, _logits(_session(model), inputs))
+        steps.append({"fp32_layers": len(chosen), "agreement": agreement})
+    else:
+        count = 0
+        while agreement < target_agreement and count < limit:
+            count = min(limit, max(count + 1, count * 2))  # 1, 2, 4, 8 ... layers: few session builds
+            chosen = names[:count]
+            model = dequantize_layers(qdq, float_model, chosen)
+            agreement = _agreement(reference, _logits(_session(model), inputs))
+            steps.append({"fp32_layers": count, "agreement": agreement})
+    sample = inputs[:1]
+    if chosen:
+        latency_int8, latency_fallback = _latencies_ms([int8_session, _session(model)], sample, latency_runs)
+    else:
+        latency_int8 = latency_fallback = _latencies_ms([int8_session], sample, latency_runs)[0]
+    reached = target_agreement is None or agreement >= target_agreement
+    return FallbackResult(model, chosen, before, agreement, target_agreement, steps, latency_int8, latency_fallback, reached)
