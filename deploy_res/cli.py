@@ -229,19 +229,20 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int
 @click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
 @click.option("--max-rel-error", type=float, help="Limit on max |error| / max |reference| [default: per precision].")
 @click.option("--min-cosine", type=float, help="Limit on the smallest per-sample cosine [default: per precision].")
+@click.option("--min-mean-cosine", type=float, help="Limit on the mean cosine [default: per precision].")
 @click.option("--min-top1-agreement", type=float, help="Limit on top-1 agreement, 0-1 [default: per precision].")
 @click.option("--max-top1-drop", type=float, help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
 @click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @pass_ctx
-def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine,
+def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
                      min_top1_agreement, max_top1_drop, json_path, per_layer, top) -> None:
     """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
     from deploy_res.validation import validate
 
     overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
-                 "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
+                 "cosine_mean": min_mean_cosine, "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
     with ctx.console.status(f"validating {artifact}"):
         result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer)
     _print_validation(ctx, result)

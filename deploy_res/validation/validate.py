@@ -111,7 +111,7 @@ def validate(
     try:
         limits = thresholds_for(precision, thresholds)
     except KeyError as exc:
-        raise DeployResError(f"unknown threshold {exc.args[0]!r}; known: max_rel_error, cosine_min, top1_agreement, top1_drop_points") from None
+        raise DeployResError(f"unknown threshold {exc.args[0]!r}; known: max_rel_error, cosine_mean, cosine_min, top1_agreement, top1_drop_points") from None
     checks = evaluate(metrics, accuracy, limits)
     passed = all(c["passed"] for c in checks)
     result = {
