@@ -212,37 +212,66 @@ class _QuietPreprocessHint(logging.Filter):
 
 
 def emit_onnxruntime_qdq(model: onnx.ModelProto, ranges: Ranges) -> onnx.ModelProto:
-    """ORT ``quantize_static`` QDQ, QUInt8 activations, QInt8 per-channel weights, from ``ranges``."""
+    """ORT ``quantize_static`` QDQ, QUInt8 activations, QInt8 per-channel weights, from ``ranges``.
+
+    The ranges reach ``quantize_static`` through its calibration cache
+    (``calibration_cache_path``, ORT >= 1.32); on older releases through a
+    stand-in calibrator that returns them, so no calibration runs twice.
+    """
+    import importlib
+    import inspect
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function of that name
 
     graph_tensors = {name for node in model.graph.node for name in (*node.input, *node.output)} | {i.name for i in model.graph.input}
-    covered = graph_tensors & set(ranges.tensors)
-    if not covered:
+    if not graph_tensors & set(ranges.tensors):
         raise DeployResError("the calibration ranges name none of this model's tensors; calibrate this very model")
     tensors_data = ranges.to_ort_tensors_data()
+    settings = dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     hint = _QuietPreprocessHint()
     with tempfile.TemporaryDirectory(prefix="deployres-qdq-") as tmp:
-        cache = Path(tmp) / "ranges.json"
         output = Path(tmp) / "model.qdq.onnx"
-        save_tensors_data(tensors_data, cache)
         logging.getLogger().addFilter(hint)
         try:
-            quantize_static(
-                model,
-                str(output),
-                calibration_data_reader=None,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                reduce_range=False,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                calibration_cache_path=str(cache),
-            )
+            if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+                from onnxruntime.quantization.calibrate import save_tensors_data
+
+                cache = Path(tmp) / "ranges.json"
+                save_tensors_data(tensors_data, cache)
+                quantize_static(model, str(output), calibration_data_reader=None, calibration_cache_path=str(cache), **settings)
+            else:
+                with _ranges_as_calibrator(quantize, tensors_data):
+                    quantize_static(model, str(output), calibration_data_reader=_NoData(), **settings)
         finally:
             logging.getLogger().removeFilter(hint)
         return onnx.load(str(output))
+
+
+class _NoData:
+    def get_next(self):
+        return None
+
+
+@contextlib.contextmanager
+def _ranges_as_calibrator(quantize_module, tensors_data):
+    """Make ``quantize_static`` (ORT < 1.32) take ``tensors_data`` instead of calibrating."""
+
+    class _Given:
+        def collect_data(self, reader):
+            return None
+
+        def compute_data(self):
+            return tensors_data
+
+    original = quantize_module.create_calibrator
+    quantize_module.create_calibrator = lambda *args, **kwargs: _Given()
+    try:
+        yield
+    finally:
+        quantize_module.create_calibrator = original
 
 
 # --------------------------------------------------------------------------- placement check

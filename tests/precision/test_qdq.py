@@ -178,7 +178,7 @@ def _toy_model(trans_b: int, scaled_residual: bool, swap_add: bool) -> onnx.Mode
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(fc, "fc")]
         + ([numpy_helper.from_array(np.array(0.17, np.float32), "scale")] if scaled_residual else []),
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # readable by older ORT too
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -211,3 +211,23 @@ def test_bad_emit_requests_fail_in_one_line(digits_model, digits_ranges):
         emit_qdq(model, Ranges("minmax", {}, {"input": (-1.0, 1.0)}), "tensorrt")
     with pytest.raises(DeployResError, match="none of this model's tensors"):
         emit_qdq(model, Ranges("minmax", {}, {"elsewhere": (-1.0, 1.0)}), "onnxruntime")
+
+
+def test_onnxruntime_emitter_works_without_quantize_statics_cache_parameter(digits_model, digits_ranges, monkeypatch):
+    """ORT releases before 1.32 have no ``calibration_cache_path``: the stand-in calibrator gives the same model."""
+    import onnxruntime.quantization as quantization
+
+    model = onnx.load(str(digits_model.onnx_path))
+    expected = emit_qdq(model, digits_ranges, "onnxruntime")
+    real = quantization.quantize_static
+
+    def old_signature(model_input, model_output, calibration_data_reader=None, quant_format=None, op_types_to_quantize=None,
+                      per_channel=False, reduce_range=False, activation_type=None, weight_type=None, nodes_to_quantize=None,
+                      nodes_to_exclude=None, use_external_data_format=False, calibrate_method=None, calibration_providers=None,
+                      extra_options=None):
+        return real(model_input, model_output, calibration_data_reader, quant_format, op_types_to_quantize, per_channel,
+                    reduce_range, activation_type, weight_type, nodes_to_quantize, nodes_to_exclude, use_external_data_format,
+                    calibrate_method, calibration_providers, extra_options)
+
+    monkeypatch.setattr(quantization, "quantize_static", old_signature)
+    assert emit_qdq(model, digits_ranges, "onnxruntime").SerializeToString() == expected.SerializeToString()
