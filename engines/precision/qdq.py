@@ -228,6 +228,7 @@ def emit_onnxruntime_qdq(model: onnx.ModelProto, ranges: Ranges) -> onnx.ModelPr
     graph_tensors = {name for node in model.graph.node for name in (*node.input, *node.output)} | {i.name for i in model.graph.input}
     if not graph_tensors & set(ranges.tensors):
         raise DeployResError("the calibration ranges name none of this model's tensors; calibrate this very model")
+    model = _inline_constant_identities(model)
     tensors_data = ranges.to_ort_tensors_data()
     settings = dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
@@ -248,6 +249,32 @@ def emit_onnxruntime_qdq(model: onnx.ModelProto, ranges: Ranges) -> onnx.ModelPr
         finally:
             logging.getLogger().removeFilter(hint)
         return onnx.load(str(output))
+
+
+def _inline_constant_identities(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without ``Identity(initializer)`` nodes: each output becomes an initializer of its own.
+
+    The TorchScript exporter de-duplicates equal constants behind Identity nodes
+    (e.g. the all-zero biases of untrained folded BatchNorms); ORT's quantizer
+    only quantises biases that are initializers, and would leave those Convs
+    with a float bias.
+    """
+    inits = {init.name: init for init in model.graph.initializer}
+    identities = [n for n in model.graph.node if n.op_type == "Identity" and n.input and n.input[0] in inits]
+    graph_outputs = {o.name for o in model.graph.output}
+    identities = [n for n in identities if n.output[0] not in graph_outputs]
+    if not identities:
+        return model
+    copy = onnx.ModelProto.FromString(model.SerializeToString())
+    drop = {n.output[0] for n in identities}
+    kept = [n for n in copy.graph.node if not (n.op_type == "Identity" and n.output and n.output[0] in drop)]
+    del copy.graph.node[:]
+    copy.graph.node.extend(kept)
+    for node in identities:
+        init = onnx.TensorProto.FromString(inits[node.input[0]].SerializeToString())
+        init.name = node.output[0]
+        copy.graph.initializer.append(init)
+    return copy
 
 
 class _NoData:

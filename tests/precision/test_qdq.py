@@ -231,3 +231,30 @@ def test_onnxruntime_emitter_works_without_quantize_statics_cache_parameter(digi
 
     monkeypatch.setattr(quantization, "quantize_static", old_signature)
     assert emit_qdq(model, digits_ranges, "onnxruntime").SerializeToString() == expected.SerializeToString()
+
+
+def test_onnxruntime_emitter_quantises_biases_shared_through_identity(tmp_path):
+    """The TorchScript exporter shares equal biases through Identity nodes; they must still be quantised."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Identity", ["zeros"], ["bias_a"], name="id_a"),
+        helper.make_node("Identity", ["zeros"], ["bias_b"], name="id_b"),
+        helper.make_node("Conv", ["x", "w1", "bias_a"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "bias_b"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "shared_bias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+         numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2"),
+         numpy_helper.from_array(np.zeros(4, np.float32), "zeros")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = tmp_path / "shared_bias.onnx"
+    onnx.save(model, str(path))
+    ranges = calibrate(path, rng.standard_normal((4, 3, 8, 8)).astype(np.float32), method="minmax", quiet=True)
+    qdq = emit_qdq(model, ranges, "onnxruntime")
+    producers = {out: node.op_type for node in qdq.graph.node for out in node.output}
+    assert [producers.get(n.input[2]) for n in qdq.graph.node if n.op_type == "Conv"] == ["DequantizeLinear"] * 2
