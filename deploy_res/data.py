@@ -143,7 +143,7 @@ def _bad_files_error(folder: Path, bad: list[tuple[str, str]]) -> DeployResError
     named = ", ".join(f"{name} ({why})" for name, why in bad[:_MAX_NAMED])
     more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
     return DeployResError(
-        f"{len(bad)} file(s) in {folder} are not decodable images: {named}{more}; remove them or ask to skip them (skip_bad / --skip-bad-images)"
+        f"{len(bad)} file(s) in {folder} are not decodable images: {named}{more}; remove them or skip them with --skip-bad-files (skip_bad=True)"
     )
 
 
