@@ -348,8 +348,9 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
 @click.option("--duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size.")
 @click.option("--no-torch", is_flag=True, help="Leave the PyTorch original out of the comparison.")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", help="torch.onnx exporter.")
+@click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Input C,H,W (default: the zoo's).")
 @pass_ctx
-def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data, calib_samples, backend, batches, duration_s, no_torch, exporter) -> None:
+def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data, calib_samples, backend, batches, duration_s, no_torch, exporter, input_size) -> None:
     """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16), validate, profile."""
     from deploy_res.pipeline import run_pipeline
     from deploy_res.reports import rich_table
@@ -358,14 +359,15 @@ def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data
     counter = iter(range(1, 100))
     result = run_pipeline(model, output_dir, precisions, weights=weights, calib_data=calib_data, calib_samples=calib_samples,
                           backend=backend, batches=batches, duration_s=duration_s, torch_modes=() if no_torch else ("eager",),
-                          exporter=exporter, quiet=ctx.quiet, console=ctx.console,
+                          exporter=exporter, input_size=input_size, quiet=ctx.quiet, console=ctx.console,
                           step=lambda message: ctx.console.print(f"[bold cyan]{next(counter)}.[/] {message}"))
     ctx.console.print(rich_table(result.report))
     for precision, verdict in result.validations.items():
         metrics = verdict["metrics"]
         state = "[green]pass[/]" if verdict["passed"] else "[red]FAIL[/] (" + "; ".join(verdict["failed"]) + ")"
+        note = f" [dim]({verdict['note']})[/]" if verdict.get("note") else ""
         ctx.console.print(f"{precision}: cosine {metrics['cosine_mean']:.4f}, top-1 agreement {metrics.get('top1_agreement', float('nan')):.3f} "
-                          f"on {verdict['inputs']['samples']} held-out photo crops: {state}")
+                          f"on {verdict['inputs']['samples']} held-out photo crops: {state}{note}")
     click.echo(f"report: {result.report['report_paths']['html']} ({result.seconds:.0f} s)")
     if result.interrupted:
         raise click.exceptions.Abort()

@@ -45,3 +45,24 @@ def recalibrate_batchnorm(model: nn.Module, inputs: np.ndarray | torch.Tensor, b
         for module, training in modes.items():
             module.train(training)
     return model
+
+
+@torch.no_grad()
+def shrink_residual_gains(model: nn.Module, gain: float) -> int:
+    """Set the gain (weight) of each residual branch's last BatchNorm to ``gain``; return how many.
+
+    Training shrinks these gains (zero-initialising them, torchvision's
+    ``zero_init_residual``, is the usual shortcut to a trained network's
+    behaviour); an untrained ResNet with gain 1 amplifies any perturbation
+    about 3x per stage. Applies to residual blocks with ``bn3`` (bottleneck)
+    or ``bn2`` (basic block); plain blocks and other models are left alone.
+    """
+    count = 0
+    for module in model.modules():
+        if not getattr(module, "residual", False):
+            continue
+        last = getattr(module, "bn3", None) or getattr(module, "bn2", None)
+        if isinstance(last, nn.modules.batchnorm._BatchNorm):
+            nn.init.constant_(last.weight, gain)
+            count += 1
+    return count

@@ -57,7 +57,7 @@ def _resnet50_onnx(folder, bn_inputs, residual_gain):
     import torch
 
     from deploy_res.models import create_model
-    from deploy_res.models.bn_recalibration import recalibrate_batchnorm
+    from deploy_res.models.bn_recalibration import recalibrate_batchnorm, shrink_residual_gains
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -65,9 +65,7 @@ def _resnet50_onnx(folder, bn_inputs, residual_gain):
         torch.manual_seed(0)
         model = create_model("resnet50").eval()
         if residual_gain is not None:
-            for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
-                for block in stage:
-                    torch.nn.init.constant_(block.bn3.weight, residual_gain)
+            assert shrink_residual_gains(model, residual_gain) == 16
         recalibrate_batchnorm(model, bn_inputs)
         path = folder / "resnet50.onnx"
         with torch.no_grad(), warnings.catch_warnings():
