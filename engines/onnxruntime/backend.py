@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.artifacts import atomic_path, file_record, read_manifest, sha256_file
+from deploy_res.artifacts import atomic_path, file_record, read_manifest
 from deploy_res.errors import DeployResError
 from engines.base import BuildResult, TensorInfo
 

@@ -38,12 +38,12 @@ otherwise.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import onnx
 
 from deploy_res.errors import DeployResError
+from exporters.onnx_io import load_model
 
 # Nothing by measurement (module docstring): GlobalAveragePool/ReduceMean and the SE Sigmoid
 # in FP32 moved neither the cosine (0.999996 / 0.999998) nor top-1 agreement on seresnet50
@@ -66,7 +66,8 @@ def convert_fp16(
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    proto = _as_proto(model)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(load_model(model))  # the converter edits in place
     keep_op_types = DEFAULT_KEEP_OP_TYPES if keep_op_types is None else tuple(keep_op_types)
     keep_nodes = list(keep_nodes)
     names = {node.name for node in proto.graph.node}
@@ -100,15 +101,3 @@ def _toposort(graph: onnx.GraphProto) -> None:
     copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
     del graph.node[:]
     graph.node.extend(copies)
-
-
-def _as_proto(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return onnx.ModelProto.FromString(model.SerializeToString())  # the converter edits in place
-    path = Path(model)
-    if not path.is_file():
-        raise DeployResError(f"ONNX model {path} does not exist")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise DeployResError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None

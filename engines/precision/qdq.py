@@ -46,6 +46,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.errors import DeployResError
+from exporters.onnx_io import load_model
 from engines.precision.calibration import Ranges
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -62,25 +63,13 @@ def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, target:
     """
     if target not in TARGETS:
         raise DeployResError(f"unknown Q/DQ target {target!r}; use one of {', '.join(TARGETS)}")
-    proto = _as_proto(model)
+    proto = load_model(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise DeployResError(f"per-channel Q/DQ needs ONNX opset 13 or newer, the model has {opset}; re-export with opset_version >= 13")
     if target == "tensorrt":
         return emit_tensorrt_qdq(proto, ranges)
     return emit_onnxruntime_qdq(proto, ranges)
-
-
-def _as_proto(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise DeployResError(f"ONNX model {path} does not exist")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise DeployResError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -334,7 +323,7 @@ def check_tensorrt_qdq_placement(model: onnx.ModelProto | str | os.PathLike) -> 
     7. no Q/DQ anywhere else ("be conservative"): every DQ output feeds only
        Conv/Gemm inputs or residual skips, and every Q output feeds only DQs.
     """
-    graph = gs.import_onnx(_as_proto(model))
+    graph = gs.import_onnx(load_model(model))
     graph.toposort()
     _ensure_names(graph)
     problems: list[str] = []

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.artifacts import atomic_path, file_record, write_bytes_atomic
+from deploy_res.artifacts import file_record, write_bytes_atomic
 from deploy_res.errors import DeployResError
 from engines.base import BuildResult, TensorInfo
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from graph_builders import apply, init, model, node, ops, rng, value
 from onnx import TensorProto, helper, numpy_helper
 

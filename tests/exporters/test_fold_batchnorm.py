@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from graph_builders import apply, bn_params, conv_bn, init, model, node, ops, rng, value
 from onnx import helper, numpy_helper
