@@ -106,3 +106,48 @@ def test_fp16_and_int8_together_refused(exported):
 def test_int8_without_calibration_data(exported):
     with pytest.raises(DeployResError, match="--int8 needs --calib-data"):
         build_engine(exported.onnx_path, backend="onnxruntime", precision="int8", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def calib_npy(exported, tmp_path_factory):
+    from deploy_res.data import sample_inputs
+    from deploy_res.models import Preprocessing
+
+    path = tmp_path_factory.mktemp("calib") / "calib.npy"
+    np.save(path, sample_inputs(16, Preprocessing.from_dict(exported.manifest["preprocessing"]), seed=0))
+    return path
+
+
+def test_tensorrt_onnx_only_int8_obeys_placement_rules(exported, calib_npy, tmp_path):
+    from engines.precision.qdq import check_tensorrt_qdq_placement
+
+    result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "tensorrt", "--onnx-only", "--int8",
+                                      "--calib-data", str(calib_npy), "--calib-samples", "16", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    qdq = tmp_path / "resnet18.int8.tensorrt.onnx"
+    assert check_tensorrt_qdq_placement(qdq) == []
+    fp16 = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "tensorrt", "--onnx-only", "--fp16", "-o", str(tmp_path)])
+    assert fp16.exit_code == 0, fp16.output
+    import onnx
+
+    model = onnx.load(str(tmp_path / "resnet18.fp16.tensorrt.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O stay FP32
+
+
+def test_second_int8_build_reuses_the_calibration_cache(exported, calib_npy, tmp_path):
+    args = ["build-engine", str(exported.onnx_path), "--backend", "onnxruntime", "--int8", "--calib-data", str(calib_npy),
+            "--calib-samples", "16", "-o", str(tmp_path)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "wrote calibration cache" in first.output, first.output
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0 and "reused calibration cache" in second.output, second.output
+    third = CliRunner().invoke(cli, args[:-2] + ["--calib-method", "minmax", "-o", str(tmp_path)])
+    assert third.exit_code == 0 and "wrote calibration cache" in third.output  # another method: another cache
+
+
+def test_fewer_calibration_samples_than_asked(exported, calib_npy, tmp_path):
+    result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "onnxruntime", "--int8",
+                                      "--calib-data", str(calib_npy), "--calib-samples", "64", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "error:" in result.output
+    assert not list(tmp_path.glob("*.int8.*")) and not list(tmp_path.glob("*.calib-*"))

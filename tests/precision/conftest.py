@@ -26,6 +26,7 @@ class DigitsModel:
     test_x: np.ndarray
     test_y: np.ndarray
     torch_accuracy: float
+    weights_path: Path
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,10 @@ def digits_model(tmp_path_factory) -> DigitsModel:
         model.eval()
         with torch.no_grad():
             accuracy = float((model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
-        path = export_onnx(model, torch.from_numpy(test_x[:1]), tmp_path_factory.mktemp("digits") / "digits_resnet.onnx")
+        folder = tmp_path_factory.mktemp("digits")
+        path = export_onnx(model, torch.from_numpy(test_x[:1]), folder / "digits_resnet.onnx")
+        weights = folder / "digits_resnet.pth"
+        torch.save(model.state_dict(), weights)
     finally:
         torch.set_num_threads(threads)
-    return DigitsModel(path, train_x, test_x, test_y, accuracy)
+    return DigitsModel(path, train_x, test_x, test_y, accuracy, weights)
