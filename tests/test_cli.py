@@ -68,3 +68,28 @@ def test_unwritable_output_folder(run, tmp_path):
     (tmp_path / "f").write_text("")
     result = run("export", "resnet18", "-o", str(tmp_path / "f" / "x"))
     assert result.exit_code == 2 and "choose a writable -o/--output" in result.output
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt", "portable"])
+def test_optimize_a_foreign_onnx_file(run, tmp_path, target):
+    """An ONNX file straight from torch.onnx.export (BatchNorm kept, no manifest) goes through every target."""
+    import json
+
+    import onnx
+    import torch
+
+    from deploy_res.models import create_model
+
+    source = tmp_path / "foreign.onnx"
+    torch.onnx.export(create_model("resnet18").eval(), (torch.randn(1, 3, 64, 64),), str(source), dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    assert any(n.op_type == "BatchNormalization" for n in onnx.load(str(source)).graph.node)
+    result = run("optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--target", target)
+    assert result.exit_code == 0, result.output
+    optimized = onnx.load(str(tmp_path / "out.onnx"))
+    assert not any(n.op_type == "BatchNormalization" for n in optimized.graph.node)
+    assert ("com.microsoft" in {n.domain for n in optimized.graph.node}) == (target == "onnxruntime")
+    manifest = json.loads((tmp_path / "out.onnx.json").read_text())
+    assert manifest["stage"] == "optimize" and manifest["check"]["passes"]["target"] == target
+    assert "fold_batchnorm" in result.output
