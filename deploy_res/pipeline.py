@@ -52,6 +52,8 @@ def run_pipeline(
     weights: Optional[str | Path] = None,
     calib_data: Optional[str | Path] = None,
     calib_samples: int = 128,
+    fallback_layers: Optional[int] = None,
+    target_agreement: Optional[float] = None,
     eval_samples: int = DEFAULT_EVAL_SAMPLES,
     backend: str = "auto",
     batches: Sequence[int] = (1, 8),
@@ -68,7 +70,8 @@ def run_pipeline(
     """Run the whole pipeline for ``model`` into ``output_dir``; see the module docstring.
 
     Defaults: FP32 only (add ``"int8"``/``"fp16"`` to ``precisions``), 128
-    calibration samples, 64 evaluation crops, backend auto, batches 1 and 8,
+    calibration samples (``fallback_layers`` / ``target_agreement`` as in
+    :func:`deploy_res.build.build_engine`), 64 evaluation crops, backend auto, batches 1 and 8,
     5 s of timing per batch size after 1 s of warm-up, the PyTorch original
     (eager) in the comparison.
     """
@@ -105,7 +108,11 @@ def run_pipeline(
         step(f"building the {precision} engine")
         built = build_engine(exported.onnx_path, folder, backend=backend, precision=precision,
                              calib_data=calib_data if precision == "int8" else None, calib_samples=calib_samples,
+                             fallback_layers=fallback_layers if precision == "int8" else None,
+                             target_agreement=target_agreement if precision == "int8" else None,
                              quiet=quiet, console=console)
+        for note in built.notes:
+            step(note)
         result.engines[precision] = built.engine
         step(f"validating the {precision} engine against PyTorch on {eval_samples} held-out photo crops")
         limits = {"top1_agreement": None} if demo_weights and precision != "fp32" else None

@@ -12,7 +12,7 @@ from deploy_res.cli import cli
 def test_run_whole_pipeline_small(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", "resnet18", "--int8", "--fp16", "-o", str(out), "--input-size", "3,64,64",
-                                      "--exporter", "torchscript", "--calib-samples", "16", "--duration-s", "0.2", "--batch", "1,4"],
+                                      "--exporter", "torchscript", "--calib-samples", "16", "--fallback-layers", "2", "--duration-s", "0.2", "--batch", "1,4"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for name in ("resnet18.onnx", "resnet18.opt.onnx", "resnet18.fp32.cpu.ort.onnx", "resnet18.fp16.onnxruntime.onnx",
@@ -30,3 +30,6 @@ def test_run_whole_pipeline_small(tmp_path):
     assert "report: " in result.output and "profile.html" in result.output
     verdict = json.loads((out / "resnet18.int8.cpu.ort.onnx.validation.json").read_text())
     assert verdict["passed"] and verdict["inputs"]["kind"] == "arrays" and verdict["inputs"]["samples"] == 64
+    assert "INT8 fallback: 2 layers in FP32" in result.output
+    fallback = json.loads((out / "resnet18.int8.onnxruntime.onnx.json").read_text())["fallback"]
+    assert len(fallback["fp32_layers"]) == 2 and fallback["latency_cost"] > 0
