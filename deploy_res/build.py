@@ -177,10 +177,13 @@ def build_engine(
         _save(model, result.precision_onnx)
         fallback = None
         if target_agreement is not None or fallback_layers is not None:
-            with status("ranking layer sensitivity and choosing FP32 fallbacks"):
-                fallback = _fallback(result.precision_onnx, prepared, model, float_model, samples.arrays, target_agreement, fallback_layers)
-            model = fallback.model
-            _save(model, result.precision_onnx)
+            try:  # the fallback ranks layers on the file just written; it is rewritten (or removed) here
+                with status("ranking layer sensitivity and choosing FP32 fallbacks"):
+                    fallback = _fallback(result.precision_onnx, prepared, model, float_model, samples.arrays, target_agreement, fallback_layers)
+                _save(fallback.model, result.precision_onnx)
+            except BaseException:
+                result.precision_onnx.unlink(missing_ok=True)
+                raise
             state = "reached" if fallback.reached else "NOT reached"
             result.notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
                                 f"{fallback.agreement_after:.3f} (target {state}), batch-1 latency x{fallback.to_dict()['latency_cost']}")
