@@ -109,8 +109,9 @@ def manifest_path(artifact: str | os.PathLike) -> Path:
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"path", "sha256", "bytes"}`` for an input or output file."""
-    path = Path(path)
+    """``{"path", "sha256", "bytes"}`` for an input or output file; the path is absolute, so a
+    manifest still leads to its inputs when read from another working directory."""
+    path = Path(path).absolute()
     return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 

@@ -118,7 +118,7 @@ def onnx_scopes(onnx_path: str | Path, depth: int = 4) -> dict[str, str]:
 def _scope_for(name: str, scopes: Mapping[str, str]) -> Optional[str]:
     if not scopes:
         return None
-    base = re.sub(r"_nchwc$", "", name)
+    base = re.sub(r"(_nchwc|_token_\d+)$", "", name)  # ORT's layout copies; QDQ -> QLinear* rewrites
     stripped = re.sub(r"_output_\d+.*$", "", base)
     for candidate in (name, base, stripped, f"node_{stripped}"):
         if candidate in scopes:

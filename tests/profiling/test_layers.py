@@ -73,3 +73,4 @@ def test_dynamo_metadata_is_found_through_the_manifest_chain(tmp_path):
     scopes = onnx_scopes(tmp_path / "m.ort.onnx")
     assert stage_of("relu_3_nchwc", _scope_for("relu_3_nchwc", scopes)) == "stage2"
     assert stage_of("linear", _scope_for("linear", scopes)) == "head"
+    assert stage_of("node_relu_3_token_34", _scope_for("node_relu_3_token_34", scopes)) == "stage2"  # an INT8 QLinear* node
