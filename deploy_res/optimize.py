@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy_res.artifacts import file_record, lineage, read_manifest, write_manifest
+from deploy_res.artifacts import read_manifest
 from deploy_res.errors import DeployResError
 from exporters.optimize import DEFAULT_TARGET, optimize, render_report
 
@@ -34,12 +34,5 @@ def optimize_file(source: str | Path, output: Optional[str | Path] = None, targe
     output = Path(output) if output else default_output(source)
     if output.resolve() == source.resolve():
         raise DeployResError("the output would overwrite the input; pass another -o/--output")
-    _, report = optimize(source, output, target=target, write_manifest=False, **options)
-    body = {
-        **lineage(read_manifest(source)),
-        "inputs": {"onnx": file_record(source)},
-        "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol")},
-        "check": {"passes": report},
-    }
-    write_manifest(output, "optimize", body)
+    optimize(source, output, target=target, **options)  # writes the model and its manifest
     return read_manifest(output)

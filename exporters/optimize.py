@@ -197,12 +197,14 @@ def optimize(
 
 
 def _write_manifest(output_path: Union[str, os.PathLike], source: Optional[Path], report: dict[str, Any]) -> None:
-    from deploy_res.artifacts import file_record, write_manifest
+    """The optimise stage's manifest: the source's lineage, the source file, the settings, the report."""
+    from deploy_res.artifacts import file_record, lineage, read_manifest, write_manifest
 
     body = {
-        "inputs": {"model": file_record(source) if source is not None else None},
+        **lineage(read_manifest(source) if source is not None else None),
+        "inputs": {"onnx": file_record(source) if source is not None else None},
         "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol", "input_shapes")},
-        "optimize": report,
+        "check": {"passes": report},
     }
     write_manifest(output_path, "optimize", body)
 

@@ -98,8 +98,8 @@ def test_saves_model_and_manifest(tmp_path):
     onnx.checker.check_model(saved)
     assert [n.op_type for n in saved.graph.node] == ["Conv"]
     manifest = json.loads((tmp_path / "out.opt.onnx.json").read_text())
-    assert manifest["stage"] == "optimize" and manifest["inputs"]["model"]["path"] == str(source)
-    assert manifest["optimize"]["passes"][1]["name"] == "fold_batchnorm"
+    assert manifest["stage"] == "optimize" and manifest["inputs"]["onnx"]["path"] == str(source)
+    assert manifest["check"]["passes"]["passes"][1]["name"] == "fold_batchnorm"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.opt.onnx", "out.opt.onnx.json"]
 
 
