@@ -168,7 +168,7 @@ def check_parity(
     for batch in batches:
         x = torch.randn(batch, *input_shape, generator=generator)
         with torch.no_grad():
-            expected = _first_output(module(x)).numpy()
+            expected = first_output(module(x)).numpy()
         start = time.perf_counter()
         got = session.run(None, {input_name: x.numpy()})[0]
         if got.shape != expected.shape:
@@ -186,7 +186,8 @@ def check_parity(
     return result
 
 
-def _first_output(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
+    """The model's output tensor, or the first item of a tuple/list output; one-line error otherwise."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):

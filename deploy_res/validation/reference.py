@@ -25,13 +25,13 @@ def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) ->
     import torch
 
     from deploy_res.loading import load_model
+    from exporters.torch_export import first_output
 
     module = load_model(source, weights, init_seed=init_seed).module
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+            return first_output(module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))).numpy()
 
     return Reference("pytorch", source, run, weights)
 

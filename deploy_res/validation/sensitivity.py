@@ -25,6 +25,7 @@ import onnx
 
 from deploy_res.artifacts import read_manifest
 from deploy_res.errors import DeployResError
+from engines.onnxruntime.backend import cpu_session
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 INPUT_SQNR_CAP_DB = 100.0
@@ -92,15 +93,6 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
     return copy.SerializeToString()
 
 
-def _session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def rank_layers(qdq_path: str | Path, float_path: str | Path, inputs: np.ndarray, batch: int = 8, top: Optional[int] = None) -> list[dict[str, Any]]:
     """Quantised layers ranked by the SQNR (dB) they lose, worst first; see the module docstring."""
     qdq = onnx.load(str(qdq_path))
@@ -111,8 +103,8 @@ def rank_layers(qdq_path: str | Path, float_path: str | Path, inputs: np.ndarray
         raise DeployResError(f"{Path(qdq_path).name} has no quantised Conv/Gemm whose tensors match {Path(float_path).name}")
     graph_inputs = {i.name for i in qdq.graph.input}
     pairs = sorted({(layer[f"qdq_{side}"], layer[side]) for layer in layers for side in ("input", "output")})
-    sessions = (_session(_with_outputs(qdq, [q for q, _ in pairs if q not in graph_inputs])),
-                _session(_with_outputs(float_model, [f for _, f in pairs if f not in graph_inputs])))
+    sessions = (cpu_session(_with_outputs(qdq, [q for q, _ in pairs if q not in graph_inputs])),
+                cpu_session(_with_outputs(float_model, [f for _, f in pairs if f not in graph_inputs])))
     input_name = sessions[1].get_inputs()[0].name
     signal = dict.fromkeys(pairs, 0.0)
     noise = dict.fromkeys(pairs, 0.0)

@@ -13,7 +13,7 @@ from deploy_res.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.validation.metrics import accuracy_block, compare
 from deploy_res.validation.reference import resolve_reference
-from deploy_res.validation.thresholds import evaluate, thresholds_for
+from deploy_res.validation.thresholds import UPPER_BOUNDS, evaluate, thresholds_for
 
 RESULT_SCHEMA_VERSION = 1
 DEFAULT_SAMPLES = 32
@@ -128,7 +128,7 @@ def validate(
         "accuracy": accuracy,
         "thresholds": limits,
         "checks": checks,
-        "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in ('max_rel_error', 'top1_drop_points', 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
+        "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in (*UPPER_BOUNDS, 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
         "passed": passed,
         "seconds": round(time.perf_counter() - start, 2),
     }

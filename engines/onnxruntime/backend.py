@@ -76,6 +76,12 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def cpu_session(model: Any, level: str = "ORT_DISABLE_ALL"):
+    """An InferenceSession on the CPU provider for an in-memory model (``onnx.ModelProto`` or bytes)."""
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return _ort().InferenceSession(data, _session_options(level), providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeRunner:
     """A loaded ONNX Runtime engine (see the module docstring)."""
 

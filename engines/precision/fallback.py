@@ -20,7 +20,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.errors import DeployResError
+from engines.onnxruntime.backend import cpu_session
 
+ENGINE_LEVEL = "ORT_ENABLE_ALL"
+"""Agreement and latency are measured as the engine will run: ONNX Runtime fully optimised (integer kernels)."""
 MAX_FALLBACK_SHARE = 0.5
 """Never leave more than half of the quantised layers in FP32: past that INT8 has lost its point."""
 
@@ -72,15 +75,6 @@ def dequantize_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto, names:
     del out.opset_import[:]
     out.opset_import.extend(qdq.opset_import)
     return out
-
-
-def _session(model: onnx.ModelProto, optimized: bool = True):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _logits(session, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -137,8 +131,8 @@ def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking:
     if (target_agreement is None) == (fallback_layers is None):
         raise DeployResError("give either a target agreement or a number of fallback layers")
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    reference = _logits(_session(float_model), inputs)
-    int8_session = _session(qdq)
+    reference = _logits(cpu_session(float_model, ENGINE_LEVEL), inputs)
+    int8_session = cpu_session(qdq, ENGINE_LEVEL)
     before = _agreement(reference, _logits(int8_session, inputs))
     names = [layer["name"] for layer in ranking]
     limit = max(1, int(len(names) * MAX_FALLBACK_SHARE))
@@ -147,7 +141,7 @@ def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking:
     if fallback_layers is not None:
         chosen = names[: min(fallback_layers, len(names))]
         model = dequantize_layers(qdq, float_model, chosen) if chosen else qdq
-        agreement = _agreement(reference, _logits(_session(model), inputs))
+        agreement = _agreement(reference, _logits(cpu_session(model, ENGINE_LEVEL), inputs))
         steps.append({"fp32_layers": len(chosen), "agreement": agreement})
     else:
         count = 0
@@ -155,11 +149,11 @@ def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking:
             count = min(limit, max(count + 1, count * 2))  # 1, 2, 4, 8 ... layers: few session builds
             chosen = names[:count]
             model = dequantize_layers(qdq, float_model, chosen)
-            agreement = _agreement(reference, _logits(_session(model), inputs))
+            agreement = _agreement(reference, _logits(cpu_session(model, ENGINE_LEVEL), inputs))
             steps.append({"fp32_layers": count, "agreement": agreement})
     sample = inputs[:1]
     if chosen:
-        latency_int8, latency_fallback = _latencies_ms([int8_session, _session(model)], sample, latency_runs)
+        latency_int8, latency_fallback = _latencies_ms([int8_session, cpu_session(model, ENGINE_LEVEL)], sample, latency_runs)
     else:
         latency_int8 = latency_fallback = _latencies_ms([int8_session], sample, latency_runs)[0]
     reached = target_agreement is None or agreement >= target_agreement
