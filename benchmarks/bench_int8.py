@@ -57,8 +57,8 @@ def build(folder: Path) -> dict[str, Path]:
     from deploy_res.data import sample_inputs
     from deploy_res.models import create_model, get_spec
     from deploy_res.models.bn_recalibration import recalibrate_batchnorm
-    from engines.precision.calibration import DEFAULT_METHOD, calibrate
-    from engines.precision.qdq import emit_qdq
+    from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
+    from deploy_res.engines.precision.qdq import emit_qdq
 
     pre = get_spec("resnet50").preprocessing
     torch.manual_seed(0)

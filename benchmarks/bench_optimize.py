@@ -81,7 +81,7 @@ def make_session(path: Path, level: str, threads: int):
 
 
 def bench_model(name: str, args, workdir: Path) -> list[dict]:
-    from exporters.optimize import optimize
+    from deploy_res.exporters.optimize import optimize
 
     raw = workdir / f"{name}-{args.size}-{args.exporter}.onnx"
     opt = workdir / f"{name}-{args.size}-{args.exporter}.opt.onnx"

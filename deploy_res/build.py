@@ -26,11 +26,11 @@ from typing import Any, Optional, Sequence
 
 import onnx
 
-from deploy_res.artifacts import ensure_output_dir, file_record, lineage, read_manifest, write_manifest
-from deploy_res.errors import DeployResError
+from deploy_res.core.artifacts import ensure_output_dir, file_record, lineage, read_manifest, write_manifest
+from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
-from engines import get_backend
-from engines.base import PRECISIONS
+from deploy_res.engines import get_backend
+from deploy_res.engines.base import PRECISIONS
 
 DEFAULT_CALIB_SAMPLES = 128
 """Calibration samples used by default (fewer available is an error)."""
@@ -120,12 +120,12 @@ def build_engine(
     Defaults: backend ``auto`` (TensorRT where a GPU and TensorRT are present,
     else ONNX Runtime on the CPU), FP32, output beside the input, 128
     calibration samples, the calibration method of
-    :data:`engines.precision.calibration.DEFAULT_METHOD`, TensorRT's timing
+    :data:`deploy_res.engines.precision.calibration.DEFAULT_METHOD`, TensorRT's timing
     cache at ``<output>/tensorrt.timing.cache``. With ``onnx_only`` the FP16 /
     Q/DQ ONNX is written and no engine is built, so ``backend="tensorrt"``
     works without TensorRT. INT8 with ``target_agreement`` (top-1 agreement
     with the FP32 graph on the calibration samples) or ``fallback_layers``
-    leaves the most sensitive layers in FP32 (:mod:`engines.precision.fallback`).
+    leaves the most sensitive layers in FP32 (:mod:`deploy_res.engines.precision.fallback`).
     """
     source = Path(onnx_path)
     if not source.is_file():
@@ -151,7 +151,7 @@ def build_engine(
     result = BuildEngineResult(prepared, None, backend_name, precision)
     common = {**lineage(manifest_in), **lineage(read_manifest(prepared))}
     if precision == "fp16":
-        from engines.precision.fp16 import convert_fp16
+        from deploy_res.engines.precision.fp16 import convert_fp16
 
         with status("converting to FP16"):
             model = convert_fp16(onnx.load(str(prepared)), **({"keep_op_types": tuple(fp16_keep_op_types)} if fp16_keep_op_types is not None else {}), keep_nodes=tuple(fp16_keep_nodes))
@@ -161,8 +161,8 @@ def build_engine(
                        "settings": {"precision": "fp16", "target": backend_name, "keep_op_types": list(fp16_keep_op_types or []), "keep_nodes": list(fp16_keep_nodes)},
                        "seconds": round(time.perf_counter() - start, 2)})
     elif precision == "int8":
-        from engines.precision.calibration import DEFAULT_METHOD, calibrate
-        from engines.precision.qdq import emit_qdq
+        from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
+        from deploy_res.engines.precision.qdq import emit_qdq
 
         if calib_data is None:
             raise DeployResError("--int8 needs --calib-data DIR|FILE.npy|FILE.npz of real inputs (`deployres sample-photos DIR` writes real photos)")
@@ -219,7 +219,7 @@ def build_engine(
 
 def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, target_agreement, fallback_layers):
     from deploy_res.validation.sensitivity import rank_layers
-    from engines.precision.fallback import fallback_search
+    from deploy_res.engines.precision.fallback import fallback_search
 
     ranking = rank_layers(qdq_path, float_path, arrays[:32])
     return fallback_search(qdq, float_model, ranking, arrays, target_agreement=target_agreement, fallback_layers=fallback_layers)
@@ -234,7 +234,7 @@ def _check_onnx(path: Path) -> None:
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    from exporters.onnx_io import save_model
+    from deploy_res.core.onnx_io import save_model
 
     save_model(model, path)
 

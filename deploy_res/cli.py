@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pathlib import Path
 
-from deploy_res.errors import DeployResError, ValidationFailed
+from deploy_res.core.errors import DeployResError, ValidationFailed
 
 TARGETS = ("onnxruntime", "tensorrt", "portable")
 
@@ -130,7 +130,7 @@ def export_command(ctx: Context, model, output_dir, weights, input_size, batch, 
     """Export MODEL (a zoo name or package.module:factory) to a verified ONNX file."""
     from deploy_res.export import export
     from deploy_res.models import Preprocessing
-    from exporters.torch_export import BatchRange
+    from deploy_res.exporters.torch_export import BatchRange
 
     preprocessing = None
     if mean or std:
@@ -387,7 +387,7 @@ def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data
 @pass_ctx
 def sample_photos_command(ctx: Context, folder, count, seed) -> None:
     """Write COUNT real-photo crops (scikit-image's sample photos) into FOLDER, e.g. for --calib-data."""
-    from deploy_res.artifacts import ensure_output_dir
+    from deploy_res.core.artifacts import ensure_output_dir
     from deploy_res.data import write_random_crops
 
     paths = write_random_crops(ensure_output_dir(folder), count, seed=seed)

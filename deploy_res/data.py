@@ -13,7 +13,7 @@ Calibration (INT8) and validation read their samples through this module:
   shape and dtype; an ``.npz`` may carry ``labels`` (:func:`load_array_file`).
 
 :func:`load_inputs` picks the right loader for a path. Every problem a user
-can cause is a one-line :class:`~deploy_res.errors.DeployResError`: a missing
+can cause is a one-line :class:`~deploy_res.core.errors.DeployResError`: a missing
 or empty folder, files that fail to decode (named; skipped only with
 ``skip_bad=True``), arrays of the wrong shape or dtype, fewer samples than
 asked for.
@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.models.registry import Preprocessing
 
 # Pillow resampling filters by the names the registry uses (timm's names).

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy_res.artifacts import ensure_output_dir, file_record, write_manifest
-from deploy_res.errors import ValidationFailed
+from deploy_res.core.artifacts import ensure_output_dir, file_record, write_manifest
+from deploy_res.core.errors import ValidationFailed
 from deploy_res.loading import load_model
 from deploy_res.models import Preprocessing
-from exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_parity, export_onnx
+from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_parity, export_onnx
 
 DEFAULT_TARGET = "onnxruntime"
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing, get_spec, list_models
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "ema")

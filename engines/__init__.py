@@ -1,4 +1,4 @@
-"""Engine backends behind one interface (:mod:`engines.base`).
+"""Engine backends behind one interface (:mod:`deploy_res.engines.base`).
 
 ``get_backend("auto")`` picks TensorRT where a GPU and TensorRT are present,
 else ONNX Runtime on the CPU. Asking for ``tensorrt`` where it cannot run
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy_res.artifacts import read_manifest
-from deploy_res.errors import DeployResError
-from engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
+from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "tensorrt": ".plan"}
@@ -20,8 +20,8 @@ ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "tensorrt": ".plan"}
 
 def get_backend(name: str = "auto") -> Backend:
     """The backend called ``name``; ``auto`` = TensorRT if it can run here, else ONNX Runtime."""
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from engines.tensorrt import TensorRTBackend
+    from deploy_res.engines.onnxruntime import OnnxRuntimeBackend
+    from deploy_res.engines.tensorrt import TensorRTBackend
 
     if name == "auto":
         tensorrt = TensorRTBackend()
@@ -32,7 +32,7 @@ def get_backend(name: str = "auto") -> Backend:
         backend = TensorRTBackend()
         reason = backend.available()
         if reason:
-            from engines.tensorrt.backend import INSTEAD
+            from deploy_res.engines.tensorrt.backend import INSTEAD
 
             raise DeployResError(f"--backend tensorrt cannot run here: {reason}; {INSTEAD}")
         return backend

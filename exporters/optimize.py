@@ -5,7 +5,7 @@
 the graph before and after it in ONNX Runtime (CPU provider,
 ``ORT_DISABLE_ALL`` so ORT's own fusions cannot hide a broken pass) on the
 same seeded random inputs with a batch > 1, and raises
-:class:`~deploy_res.errors.ValidationFailed` naming the pass when an output
+:class:`~deploy_res.core.errors.ValidationFailed` naming the pass when an output
 moves by more than ``atol + rtol * max(1, max|reference|)``.
 
 Targets:
@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.errors import DeployResError, ValidationFailed
-from exporters.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
-from exporters.passes import (
+from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
+from deploy_res.exporters.passes import (
     PassResult,
     cleanup,
     find_residual_adds,
@@ -198,7 +198,7 @@ def optimize(
 
 def _write_manifest(output_path: Union[str, os.PathLike], source: Optional[Path], report: dict[str, Any]) -> None:
     """The optimise stage's manifest: the source's lineage, the source file, the settings, the report."""
-    from deploy_res.artifacts import file_record, lineage, read_manifest, write_manifest
+    from deploy_res.core.artifacts import file_record, lineage, read_manifest, write_manifest
 
     body = {
         **lineage(read_manifest(source) if source is not None else None),

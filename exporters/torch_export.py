@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import torch
 
-from deploy_res.errors import DeployResError, ValidationFailed
-from exporters.onnx_io import save_model
+from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.core.onnx_io import save_model
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_EXPORTER = "dynamo"

@@ -19,7 +19,7 @@ from deploy_res.data import (
     write_random_crops,
     write_sample_photos,
 )
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.models.registry import Preprocessing
 
 PRE = Preprocessing(input_size=(3, 32, 32), crop_pct=0.875)  # resize 36, crop 32

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from deploy_res.errors import DeployResError, ValidationFailed
+from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.export import export
 from deploy_res.models import list_models
-from exporters.torch_export import BatchRange
+from deploy_res.exporters.torch_export import BatchRange
 
 
 def _op_types(path) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.loading import extract_state_dict, load_model
 
 

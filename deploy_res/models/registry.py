@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.profiling.measure import (MIN_ITERATIONS, Entry, complexity_of, environment, interleaved, make_feeds,
                                           peak_rss_mb, process_peak_rss_mb, reset_peak_rss, rss_mb)
 from deploy_res.profiling.stats import summarize
@@ -63,7 +63,7 @@ def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), wa
     Returns the report (see :mod:`deploy_res.reports.schema` for its schema), with
     ``report_paths`` added when written.
     """
-    from deploy_res.artifacts import ensure_output_dir, read_manifest
+    from deploy_res.core.artifacts import ensure_output_dir, read_manifest
 
     artifacts = [Path(a) for a in artifacts]
     if not artifacts:
@@ -161,13 +161,13 @@ def _unique(label: str, entries: Sequence[Entry]) -> str:
 
 
 def _load_engine(path: Path, threads: Optional[int]):
-    from engines import backend_of, load_engine
+    from deploy_res.engines import backend_of, load_engine
 
     backend = backend_of(path)
     if backend == "onnxruntime":
         return load_engine(path, threads=threads)
     if backend == "tensorrt":
-        from engines.tensorrt import TensorRTBackend
+        from deploy_res.engines.tensorrt import TensorRTBackend
 
         reason = TensorRTBackend().available()
         if reason:
@@ -263,7 +263,7 @@ def _profile_ort(entry: Entry, batches: Sequence[int], iterations: int, threads:
     import tempfile
 
     from deploy_res.profiling.layers import onnx_scopes, parse_ort_profile
-    from engines import load_engine
+    from deploy_res.engines import load_engine
 
     with tempfile.TemporaryDirectory(prefix="deployres-profile-") as tmp:
         runner = load_engine(entry.path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))

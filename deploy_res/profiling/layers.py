@@ -97,7 +97,7 @@ def onnx_scopes(onnx_path: str | Path, depth: int = 4) -> dict[str, str]:
     artifact has none, the ONNX it was made from (manifest ``source`` or
     ``inputs.onnx``) is read instead, up to ``depth`` stages back.
     """
-    from deploy_res.artifacts import read_manifest
+    from deploy_res.core.artifacts import read_manifest
 
     path: Optional[Path] = Path(onnx_path)
     for _ in range(depth):
@@ -201,7 +201,7 @@ def make_trt_profiler(trt):
 
 
 def profile_trt_layers(runner, feeds_by_batch: Mapping[int, Mapping], iterations: int, top: int = TOP_LAYERS) -> dict[int, dict[str, Any]]:
-    """Per-batch breakdowns of a :class:`engines.tensorrt.backend.TensorRTRunner` through an IProfiler."""
+    """Per-batch breakdowns of a :class:`deploy_res.engines.tensorrt.backend.TensorRTRunner` through an IProfiler."""
     import tensorrt as trt
 
     result = {}

@@ -17,8 +17,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.errors import DeployResError
-from engines.base import TensorInfo
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.base import TensorInfo
 
 TORCH_MODES = ("eager", "compile")
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 
 
 @dataclass
@@ -25,7 +25,7 @@ def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) ->
     import torch
 
     from deploy_res.loading import load_model
-    from exporters.torch_export import first_output
+    from deploy_res.exporters.torch_export import first_output
 
     module = load_model(source, weights, init_seed=init_seed).module
 
@@ -37,7 +37,7 @@ def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) ->
 
 
 def _onnx_reference(path: Path) -> Reference:
-    from engines.onnxruntime.backend import open_session
+    from deploy_res.engines.onnxruntime.backend import open_session
 
     session, _ = open_session(path, "cpu", "ORT_ENABLE_BASIC")
     name = session.get_inputs()[0].name

@@ -23,9 +23,9 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from deploy_res.artifacts import read_manifest
-from deploy_res.errors import DeployResError
-from engines.onnxruntime.backend import cpu_session
+from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.onnxruntime.backend import cpu_session
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 INPUT_SQNR_CAP_DB = 100.0

@@ -8,8 +8,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.artifacts import file_record, read_manifest, write_json_atomic
-from deploy_res.errors import DeployResError
+from deploy_res.core.artifacts import file_record, read_manifest, write_json_atomic
+from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.validation.metrics import accuracy_block, compare
 from deploy_res.validation.reference import resolve_reference
@@ -75,7 +75,7 @@ def validate(
     artifacts) adds ``sensitivity``: the quantised layers ranked by the error
     they add (:mod:`.sensitivity`), on the same inputs.
     """
-    from engines import backend_of, load_engine
+    from deploy_res.engines import backend_of, load_engine
 
     artifact = Path(artifact)
     if not artifact.is_file():

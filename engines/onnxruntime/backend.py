@@ -24,9 +24,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.artifacts import atomic_path, file_record, read_manifest
-from deploy_res.errors import DeployResError
-from engines.base import BuildResult, TensorInfo
+from deploy_res.core.artifacts import atomic_path, file_record, read_manifest
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.base import BuildResult, TensorInfo
 
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",

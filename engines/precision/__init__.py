@@ -3,12 +3,12 @@
 TensorRT 11 has no FP16/INT8 builder flags and no calibrators, so the
 precision an engine runs at is written into the ONNX it is built from:
 
-* :mod:`engines.precision.calibration` -- activation ranges over real data
+* :mod:`deploy_res.engines.precision.calibration` -- activation ranges over real data
   (ONNX Runtime's calibrators) with a cache keyed on model, method, data and
   versions: :func:`calibrate`;
-* :mod:`engines.precision.qdq` -- one set of ranges, two Q/DQ emitters
+* :mod:`deploy_res.engines.precision.qdq` -- one set of ranges, two Q/DQ emitters
   (``tensorrt``: symmetric int8, Q/DQ on Conv/Gemm inputs and residual skips;
   ``onnxruntime``: uint8 activations, int8 per-channel weights):
   :func:`emit_qdq`, and :func:`check_tensorrt_qdq_placement`;
-* :mod:`engines.precision.fp16` -- FP16-typed ONNX: :func:`convert_fp16`.
+* :mod:`deploy_res.engines.precision.fp16` -- FP16-typed ONNX: :func:`convert_fp16`.
 """

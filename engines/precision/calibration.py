@@ -4,7 +4,7 @@ The ranges come from ONNX Runtime's own calibrators
 (``onnxruntime.quantization.calibrate.create_calibrator``; MinMax, Entropy,
 Percentile), fed one batch at a time so a progress bar can follow and memory
 stays bounded. Every float tensor of the graph gets a ``(low, high)`` range,
-which is what both Q/DQ emitters (:mod:`engines.precision.qdq`) need: the
+which is what both Q/DQ emitters (:mod:`deploy_res.engines.precision.qdq`) need: the
 ``tensorrt`` one reads ``max(|low|, |high|)`` of the tensors it quantises,
 the ``onnxruntime`` one hands the table to ``quantize_static``.
 
@@ -62,8 +62,8 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from deploy_res.artifacts import library_versions, sha256_file, write_json_atomic
-from deploy_res.errors import DeployResError
+from deploy_res.core.artifacts import library_versions, sha256_file, write_json_atomic
+from deploy_res.core.errors import DeployResError
 
 METHODS = ("minmax", "entropy", "percentile")
 

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.errors import DeployResError
-from engines.onnxruntime.backend import cpu_session
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.onnxruntime.backend import cpu_session
 
 ENGINE_LEVEL = "ORT_ENABLE_ALL"
 """Agreement and latency are measured as the engine will run: ONNX Runtime fully optimised (integer kernels)."""

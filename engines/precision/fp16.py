@@ -42,8 +42,8 @@ from typing import Iterable, Sequence
 
 import onnx
 
-from deploy_res.errors import DeployResError
-from exporters.onnx_io import load_model
+from deploy_res.core.errors import DeployResError
+from deploy_res.core.onnx_io import load_model
 
 # Nothing by measurement (module docstring): GlobalAveragePool/ReduceMean and the SE Sigmoid
 # in FP32 moved neither the cosine (0.999996 / 0.999998) nor top-1 agreement on seresnet50

@@ -1,7 +1,7 @@
 """One set of calibrated ranges, two Q/DQ emitters, and the TensorRT placement check.
 
 :func:`emit_qdq` writes QuantizeLinear/DequantizeLinear into a float ONNX
-from :class:`~engines.precision.calibration.Ranges`:
+from :class:`~deploy_res.engines.precision.calibration.Ranges`:
 
 ``tensorrt`` (built here with onnx-graphsurgeon, so placement is exactly
 TensorRT's explicit-quantization guide):
@@ -45,9 +45,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.errors import DeployResError
-from exporters.onnx_io import load_model
-from engines.precision.calibration import Ranges
+from deploy_res.core.errors import DeployResError
+from deploy_res.core.onnx_io import load_model
+from deploy_res.engines.precision.calibration import Ranges
 
 TARGETS = ("tensorrt", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "Gemm")

@@ -1,5 +1,5 @@
 """TensorRT backend, imported lazily: the package installs and runs without TensorRT."""
 
-from engines.tensorrt.backend import TensorRTBackend, TensorRTRunner
+from deploy_res.engines.tensorrt.backend import TensorRTBackend, TensorRTRunner
 
 __all__ = ["TensorRTBackend", "TensorRTRunner"]

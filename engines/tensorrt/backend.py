@@ -25,9 +25,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.artifacts import file_record, write_bytes_atomic
-from deploy_res.errors import DeployResError
-from engines.base import BuildResult, TensorInfo
+from deploy_res.core.artifacts import file_record, write_bytes_atomic
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.base import BuildResult, TensorInfo
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 """Workspace memory-pool limit: 1 GiB, as in NVIDIA's sample."""

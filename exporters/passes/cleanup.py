@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from exporters.passes._common import PassResult, detach, is_standard, label, producer, replace_uses, same_shape
+from deploy_res.exporters.passes._common import PassResult, detach, is_standard, label, producer, replace_uses, same_shape
 
 FOLD_SIZE_LIMIT = 64 << 20
 """Constants larger than this (bytes) are not materialised by folding (an Expand could blow a model up)."""

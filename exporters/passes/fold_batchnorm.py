@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from exporters.passes._common import (
+from deploy_res.exporters.passes._common import (
     Names,
     PassResult,
     constant,

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from exporters.passes._common import (
+from deploy_res.exporters.passes._common import (
     Names,
     PassResult,
     constant,

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from deploy_res.build import build_engine, model_stem
 from deploy_res.cli import cli
-from deploy_res.errors import DeployResError
-from engines import get_backend, load_engine
-from engines.onnxruntime.backend import OnnxRuntimeBackend, cpu_fingerprint
-from engines.tensorrt.backend import TensorRTBackend
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines import get_backend, load_engine
+from deploy_res.engines.onnxruntime.backend import OnnxRuntimeBackend, cpu_fingerprint
+from deploy_res.engines.tensorrt.backend import TensorRTBackend
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def calib_npy(exported, tmp_path_factory):
 
 
 def test_tensorrt_onnx_only_int8_obeys_placement_rules(exported, calib_npy, tmp_path):
-    from engines.precision.qdq import check_tensorrt_qdq_placement
+    from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement
 
     result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "tensorrt", "--onnx-only", "--int8",
                                       "--calib-data", str(calib_npy), "--calib-samples", "16", "-o", str(tmp_path)])

@@ -6,7 +6,7 @@ import numpy as np
 from graph_builders import apply, init, model, node, ops, rng, value
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.passes import cleanup
+from deploy_res.exporters.passes import cleanup
 
 SHAPE = ["batch", 4, 6, 6]
 

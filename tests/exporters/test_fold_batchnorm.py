@@ -8,7 +8,7 @@ import pytest
 from graph_builders import apply, bn_params, conv_bn, init, model, node, ops, rng, value
 from onnx import helper, numpy_helper
 
-from exporters.passes import fold_batchnorm
+from deploy_res.exporters.passes import fold_batchnorm
 
 
 @pytest.mark.parametrize("groups", [1, 2, 32, 64], ids=["groups1", "groups2", "groups32", "depthwise"])

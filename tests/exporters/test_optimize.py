@@ -14,11 +14,11 @@ from graph_builders import conv_bn, model, value
 from onnx import helper
 from rich.console import Console
 
-import exporters.optimize as runner
-from deploy_res.errors import DeployResError, ValidationFailed
+import deploy_res.exporters.optimize as runner
+from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.models import create_model, list_models
-from exporters.optimize import compare_outputs, make_inputs, optimize, render_report, run_ort
-from exporters.passes import fold_batchnorm
+from deploy_res.exporters.optimize import compare_outputs, make_inputs, optimize, render_report, run_ort
+from deploy_res.exporters.passes import fold_batchnorm
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")
@@ -105,7 +105,7 @@ def test_saves_model_and_manifest(tmp_path):
 
 def test_large_models_save_weights_as_external_data(tmp_path, monkeypatch):
     """Past protobuf's 2 GB limit (lowered here) the weights go to ``<name>.data`` and the checker reads the file."""
-    from exporters import onnx_io
+    from deploy_res.core import onnx_io
 
     monkeypatch.setattr(runner, "PROTOBUF_LIMIT", 10_000)
     monkeypatch.setattr(onnx_io, "PROTOBUF_LIMIT", 10_000)

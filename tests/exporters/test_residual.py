@@ -8,7 +8,7 @@ import pytest
 from graph_builders import apply, init, model, node, ops, rng, value
 from onnx import helper
 
-from exporters.passes import find_residual_adds, fold_residual_scale, fuse_residual_ort, prepare_residual_tensorrt
+from deploy_res.exporters.passes import find_residual_adds, fold_residual_scale, fuse_residual_ort, prepare_residual_tensorrt
 
 C = 8
 SHAPE = ["batch", C, 6, 6]

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from deploy_res.errors import DeployResError
-from engines.precision import calibration
-from engines.precision.calibration import Ranges, calibrate, entropy_threshold
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.precision import calibration
+from deploy_res.engines.precision.calibration import Ranges, calibrate, entropy_threshold
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_cache_is_reused_only_when_every_key_field_matches(digits_model, calib_d
 
 
 def _key_args(model_path, data):
-    from deploy_res.artifacts import sha256_file
+    from deploy_res.core.artifacts import sha256_file
 
     options = calibration.resolve_options("percentile", {"percentile": 99.9})
     return dict(model_sha256=sha256_file(model_path), method="percentile", options=options,

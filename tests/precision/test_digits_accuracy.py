@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.precision.calibration import DEFAULT_METHOD, calibrate
-from engines.precision.fp16 import convert_fp16
-from engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
+from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
+from deploy_res.engines.precision.fp16 import convert_fp16
+from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
 from precision_helpers import run_onnx
 
 INT8_POINTS = 1.0

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from deploy_res.errors import DeployResError
-from engines.precision.fp16 import DEFAULT_KEEP_OP_TYPES, convert_fp16
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.precision.fp16 import DEFAULT_KEEP_OP_TYPES, convert_fp16
 from precision_helpers import mean_cosine, run_onnx
 
 

@@ -10,9 +10,9 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy_res.errors import DeployResError
-from engines.precision.calibration import Ranges, calibrate
-from engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq, residual_skips
+from deploy_res.core.errors import DeployResError
+from deploy_res.engines.precision.calibration import Ranges, calibrate
+from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq, residual_skips
 from precision_helpers import mean_cosine, run_onnx
 
 

@@ -33,8 +33,8 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.precision.calibration import DEFAULT_METHOD, calibrate
-from engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
+from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
+from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
 from precision_helpers import EXPORT_KW, mean_cosine, run_onnx
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deploy_res.profiling.measure import Entry, interleaved, make_feeds
-from engines.base import TensorInfo
+from deploy_res.engines.base import TensorInfo
 
 
 class FakeRunner:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from deploy_res.cli import cli
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 from deploy_res.export import export
 from deploy_res.validation import validate
 from deploy_res.validation.metrics import accuracy, compare

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploy_res.errors import DeployResError
+from deploy_res.core.errors import DeployResError
 
 MANIFEST_SUFFIX = ".json"
 SCHEMA_VERSION = 1

@@ -8,8 +8,8 @@ from typing import Union
 
 import onnx
 
-from deploy_res.artifacts import atomic_path
-from deploy_res.errors import DeployResError
+from deploy_res.core.artifacts import atomic_path
+from deploy_res.core.errors import DeployResError
 
 PROTOBUF_LIMIT = 2_000_000_000
 """protobuf cannot serialise a message past 2 GB: larger models keep their weights in ``<name>.data``."""
