@@ -5,11 +5,20 @@ Checkpoints are read with ``torch.load(weights_only=True)``; a bare state dict
 or one inside the usual wrappers (``{"state_dict": ...}``, ``{"model": ...}``,
 ``{"model_state_dict": ...}``, ``{"module": ...}``) is accepted, and the
 ``module.`` prefix DataParallel leaves is stripped.
+
+Whether the weights fit is PyTorch's own decision: what
+``module.load_state_dict(state, strict=True)`` accepts is accepted, including
+the legacy forms its loading code handles (checkpoints from before
+BatchNorm's ``num_batches_tracked`` buffer, told apart by the version in the
+state dict's ``_metadata``, which is kept through the unwrapping; 1-element
+tensors for 0-d buffers from PyTorch 0.3). What it refuses is refused with a
+one-line error naming the first missing, unexpected or mis-shaped key.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -90,8 +99,12 @@ def _build_from_factory(source: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def extract_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the state dict in a checkpoint object and strip DataParallel's ``module.`` prefix."""
+def extract_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+    """Find the state dict in a checkpoint object and strip DataParallel's ``module.`` prefix.
+
+    The state dict's ``_metadata`` (per-module versions, which decide how
+    PyTorch loads legacy entries) is kept, its prefixes stripped alike.
+    """
     state = checkpoint
     for _ in range(3):  # wrappers nest at most a couple of levels deep in practice
         if isinstance(state, Mapping) and not _looks_like_state_dict(state):
@@ -103,13 +116,20 @@ def extract_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> dict
         state = state.state_dict()
     if not isinstance(state, Mapping) or not _looks_like_state_dict(state):
         raise DeployResError(f"{path} holds no state dict (looked at the top level and under {', '.join(_WRAPPER_KEYS)}); save model.state_dict()")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    metadata = getattr(state, "_metadata", None)
+    result: OrderedDict[str, torch.Tensor] = OrderedDict(state)
+    if metadata is not None:
+        result._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
+    if all(k.startswith("module.") for k in result):
+        from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+        consume_prefix_in_state_dict_if_present(result, "module.")  # renames the keys and the _metadata entries
+    return result
 
 
 def _looks_like_state_dict(obj: Mapping) -> bool:
-    return bool(obj) and all(isinstance(k, str) for k in obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return bool(obj) and all(isinstance(k, str) for k in obj) and any(isinstance(v, torch.Tensor) for v in obj.values()) \
+        and all(isinstance(v, torch.Tensor) or k.endswith("_extra_state") for k, v in obj.items())
 
 
 def load_checkpoint(module: nn.Module, path: str | Path) -> None:
@@ -123,17 +143,33 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DeployResError(f"cannot read weights {path}: {first}") from None
     state = extract_state_dict(checkpoint, path)
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
+    seen: dict[str, Any] = {}
+
+    def record(_module: nn.Module, keys: Any) -> None:  # the missing/unexpected keys, before strict turns them into an error
+        seen["keys"] = keys
+
+    handle = module.register_load_state_dict_post_hook(record)
+    try:
+        module.load_state_dict(state, strict=True)  # PyTorch decides what fits, legacy forms included
+    except RuntimeError as exc:
+        raise DeployResError(f"weights {path.name} do not fit the model: {_misfit(module, state, seen.get('keys'), exc)}") from None
+    finally:
+        handle.remove()
+
+
+def _misfit(module: nn.Module, state: Mapping[str, Any], keys: Any, exc: RuntimeError) -> str:
+    """The first reason ``load_state_dict`` refused: missing/unexpected keys, a shape, else its own first line."""
+    if keys is not None and (keys.missing_keys or keys.unexpected_keys):
         parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        raise DeployResError(f"weights {path.name} do not fit the model: keys {'; '.join(parts)}")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise DeployResError(f"weights {path.name} do not fit the model: {key} has shape {tuple(state[key].shape)}, model expects {tuple(tensor.shape)}")
-    module.load_state_dict(state, strict=True)
+        if keys.missing_keys:
+            parts.append(f"{len(keys.missing_keys)} missing (first: {keys.missing_keys[0]})")
+        if keys.unexpected_keys:
+            parts.append(f"{len(keys.unexpected_keys)} unexpected (first: {keys.unexpected_keys[0]})")
+        return f"keys {'; '.join(parts)}"
+    for key, tensor in module.state_dict().items():
+        given = state.get(key)
+        if isinstance(given, torch.Tensor) and tuple(given.shape) != tuple(tensor.shape) \
+                and not (tensor.dim() == 0 and tuple(given.shape) == (1,)):  # PyTorch 0.3 stored scalars as 1-element tensors
+            return f"{key} has shape {tuple(given.shape)}, model expects {tuple(tensor.shape)}"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:300]

@@ -78,3 +78,62 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"epoch": 1}, path)
     with pytest.raises(DeployResError, match="holds no state dict"):
         extract_state_dict(torch.load(path, weights_only=True), path)
+
+
+def _old_style(state, version=1):
+    """``state`` as a PyTorch < 0.4.1 checkpoint: no num_batches_tracked, BatchNorm metadata version ``version``."""
+    from collections import OrderedDict
+
+    old = OrderedDict((k, v) for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    old._metadata = OrderedDict((k, {**v, "version": version} if "bn" in k or k.endswith("downsample.1") else dict(v))
+                                for k, v in state._metadata.items())
+    return old
+
+
+@pytest.mark.parametrize("form", ["bn_version_1", "no_metadata", "dataparallel_bn_version_1", "scalar_as_1_element"])
+def test_legacy_checkpoints_pytorch_accepts_load(tmp_path, form):
+    source = load_model("resnet18", init_seed=3).module
+    state = source.state_dict()
+    if form == "bn_version_1":
+        state = _old_style(state)
+    elif form == "no_metadata":
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # a plain dict has no _metadata
+    elif form == "dataparallel_bn_version_1":
+        old = _old_style(state)
+        state = type(old)((f"module.{k}", v) for k, v in old.items())
+        state._metadata = type(old._metadata)((f"module.{k}" if k else "module", v) for k, v in old._metadata.items())
+        state = {"state_dict": state, "epoch": 90}
+    else:  # PyTorch 0.3 saved 0-d tensors as 1-element tensors
+        state["bn1.num_batches_tracked"] = torch.tensor([7])
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    # the rule: deployres accepts what PyTorch's strict load accepts
+    torch.nn.Module.load_state_dict(load_model("resnet18").module, extract_state_dict(torch.load(path, weights_only=True)), strict=True)
+    loaded = load_model("resnet18", weights=path).module
+    for key, value in source.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("dataparallel", [False, True])
+def test_missing_num_batches_tracked_from_a_new_pytorch_is_refused_like_pytorch(tmp_path, dataparallel):
+    state = _old_style(load_model("resnet18").module.state_dict(), version=2)  # metadata says: saved with the buffer
+    if dataparallel:
+        meta = state._metadata
+        state = type(state)((f"module.{k}", v) for k, v in state.items())
+        state._metadata = type(meta)((f"module.{k}" if k else "module", v) for k, v in meta.items())
+    path = tmp_path / "new.pt"
+    torch.save(state, path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_model("resnet18").module.load_state_dict(extract_state_dict(torch.load(path, weights_only=True)), strict=True)
+    with pytest.raises(DeployResError, match=r"^weights new.pt do not fit the model: keys 20 missing \(first: bn1.num_batches_tracked\)$"):
+        load_model("resnet18", weights=path)
+
+
+def test_one_element_tensor_for_a_vector_is_still_a_shape_error(tmp_path):
+    state = load_model("resnet18").module.state_dict()
+    state["fc.bias"] = torch.zeros(1)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(DeployResError, match=r"fc.bias has shape \(1,\), model expects \(1000,\)"):
+        load_model("resnet18", weights=path)
