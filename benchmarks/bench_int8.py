@@ -1,15 +1,17 @@
 """ResNet-50 FP32 vs INT8 Q/DQ on ONNX Runtime's CPU provider, batch 1 and 8, interleaved. (Not a test.)
 
 Three sessions side by side, all at ORT_ENABLE_ALL with ``--threads`` intra-op
-threads (default 2), timed round by round with the order rotating each round
-so drift and caches hit all alike:
+threads (default 2), timed interleaved in blocks (:func:`deploy_res.core.timing.interleave`:
+a 50 ms settle pause, then 0.2 s of back-to-back runs, round-robin) so drift hits
+all alike and no figure depends on the session that ran before it:
 
   fp32          the plain TorchScript export (BatchNorm folded)
   int8-ort      ``emit_qdq(..., target="onnxruntime")``: uint8 activations, int8 per-channel weights
   int8-trt      ``emit_qdq(..., target="tensorrt")``: symmetric int8 (for information: the GPU layout)
 
-Intra-op thread spinning is off in all three, or the idle sessions' spinning
-threads would steal the cores from the one being timed.
+Sessions keep ONNX Runtime's defaults, thread spinning included (what users
+run); the settle pause is what keeps one session's spinning threads from
+slowing the next (FACTS.md: without it INT8 after FP32 read 2.0x instead of 3.3x).
 
 The network has random weights with BatchNorm statistics re-estimated on
 scikit-image crops and is calibrated (default method) on 32 other crops;
@@ -21,7 +23,11 @@ uint8 x int8 kernels are fastest with AVX-512 VNNI (or AMX); with AVX2 only
 the INT8 gain is much smaller. Target on a 2-core AVX-512-VNNI CPU:
 int8-ort >= 3.3x fp32 at batch 8.
 
-    python benchmarks/bench_int8.py [--rounds 40] [--batches 1 8] [--threads 2]
+    python benchmarks/bench_int8.py [--rounds 40] [--batches 1 8] [--threads 2] [--alone LABEL]
+
+``--alone LABEL`` times only that engine (same files, same method) in this
+process: the cross-check that a side-by-side ratio equals the engines timed
+alone, each in its own process.
 
 Measured (2026-11-27, 2 threads, 40 rounds; img/s and ratio to FP32):
 
@@ -49,8 +55,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deploy_res.core.timing import SETTLE_S, interleave  # noqa: E402
+
 
 def build(folder: Path) -> dict[str, Path]:
+    """The three ONNX files in ``folder``: reused when all are there (``--workdir``), else made."""
+    paths = {"fp32": folder / "resnet50.onnx", **{label: folder / f"resnet50.{label}.onnx" for label in ("int8-ort", "int8-trt")}}
+    if all(p.is_file() for p in paths.values()):
+        return paths
     import onnx
     import torch
 
@@ -85,8 +97,6 @@ def session(path: Path, threads: int, dump: Path | None = None):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    # Idle sessions must not spin: three sessions' thread pools would otherwise fight for 2 cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if dump is not None:
         options.optimized_model_filepath = str(dump)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -108,6 +118,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per session and batch (default 3)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--alone", choices=("fp32", "int8-ort", "int8-trt"), help="time only this engine (cross-check)")
+    parser.add_argument("--workdir", type=Path, help="keep the built files here and reuse them (default: a temporary folder)")
     args = parser.parse_args()
     import os
     import platform
@@ -122,32 +134,30 @@ def main() -> None:
           f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; sessions use {args.threads} threads", flush=True)
     torch.set_num_threads(os.cpu_count() or 1)  # building (BN re-estimation, export) may use every core
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.workdir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         paths = build(folder)
+        if args.alone:
+            paths = {args.alone: paths[args.alone]}
         for label in ("int8-ort", "int8-trt"):
-            print(f"{label}: {fused_ops(paths[label], args.threads, folder)}", flush=True)
+            if label in paths:
+                print(f"{label}: {fused_ops(paths[label], args.threads, folder)}", flush=True)
         sessions = {label: session(path, args.threads) for label, path in paths.items()}
         rng = np.random.default_rng(0)
         labels = list(sessions)
         for batch in args.batches:
             feed = {"input": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
-            for s in sessions.values():
-                for _ in range(args.warmup):
-                    s.run(None, feed)
-            times = {label: [] for label in labels}
-            for r in range(args.rounds):
-                for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-                    start = time.perf_counter()
-                    sessions[label].run(None, feed)
-                    times[label].append(time.perf_counter() - start)
-            base = batch / statistics.median(times["fp32"])
-            print(f"\nbatch {batch} ({args.rounds} interleaved rounds, {args.threads} threads)")
+            calls = {label: (lambda s=s: s.run(None, feed)) for label, s in sessions.items()}
+            times = {label: [t / 1e3 for t in ms] for label, ms in interleave(calls, iterations=args.rounds, warmup=args.warmup).items()}
+            base = batch / statistics.median(times["fp32"]) if "fp32" in times else None
+            print(f"\nbatch {batch} ({args.rounds} timed runs each, interleaved in blocks with a {SETTLE_S * 1e3:.0f} ms settle pause, {args.threads} threads)")
             print(f"  {'engine':10s} {'median ms':>10s} {'p90 ms':>8s} {'img/s':>8s} {'vs fp32':>8s}")
             for label in labels:
                 ordered = sorted(times[label])
                 median = statistics.median(ordered)
                 p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-                print(f"  {label:10s} {1e3 * median:10.1f} {1e3 * p90:8.1f} {batch / median:8.1f} {batch / median / base:7.2f}x", flush=True)
+                ratio = f"{batch / median / base:7.2f}x" if base else "    (alone)"
+                print(f"  {label:10s} {1e3 * median:10.1f} {1e3 * p90:8.1f} {batch / median:8.1f} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.timing import BLOCK_S, SETTLE_S
 from deploy_res.profiling.measure import (MIN_ITERATIONS, Entry, complexity_of, environment, interleaved, make_feeds,
                                           peak_rss_mb, process_peak_rss_mb, reset_peak_rss, rss_mb)
 from deploy_res.profiling.stats import summarize
@@ -373,7 +374,8 @@ def build_report(entries: Sequence[Entry], manifests: Mapping[str, Optional[Mapp
         "status": status, "seconds": seconds,
         "settings": {"batches": list(batches), "warmup_s": warmup_s, "duration_s": None if iterations else duration_s,
                      "iterations": iterations, "min_iterations": None if iterations else MIN_ITERATIONS, "threads": threads,
-                     "torch_modes": list(torch_modes), "layer_iterations": layer_iterations, "order": "interleaved round-robin",
+                     "torch_modes": list(torch_modes), "layer_iterations": layer_iterations, "order": "interleaved round-robin of blocks",
+                     "settle_s": SETTLE_S, "block_s": BLOCK_S,
                      "timer": "time.perf_counter around each run(), host end-to-end"},
         "environment": environment(threads),
         "model": {"source": ((first_manifest or {}).get("model") or {}).get("source"),

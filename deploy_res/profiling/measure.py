@@ -2,9 +2,12 @@
 
 :func:`interleaved` times every runner round-robin (A, B, C, A, B, C, ...) in
 one loop per batch size, so a noisy neighbour or a frequency change hits all
-of them alike. Each iteration is one ``run()`` timed with ``perf_counter``
-around it: end-to-end host latency, including any host<->device copies the
-runner makes (TensorRT's runner copies inputs and outputs).
+of them alike; each turn is a block (a 50 ms settle pause, then 0.2 s of
+back-to-back runs) so that no figure depends on the engine that ran before it
+(:mod:`deploy_res.core.timing`). Each sample is one ``run()`` timed with
+``perf_counter`` around it: end-to-end host latency, including any
+host<->device copies the runner makes (TensorRT's runner copies inputs and
+outputs).
 
 Memory: the process's resident-set high-water mark (``VmHWM`` in
 ``/proc/self/status``) is reset before each artifact loads (writing ``5`` to
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from deploy_res.core.timing import BLOCK_S, SETTLE_S, time_block
 
 MIN_ITERATIONS = 5
 """Duration mode still times each artifact at least this often per batch size."""
@@ -71,16 +76,21 @@ def make_feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def interleaved(entries: Sequence[Entry], batches: Sequence[int], warmup_s: float = 1.0, duration_s: float = 5.0,
-                iterations: Optional[int] = None, clock: Callable[[], float] = time.perf_counter,
+                iterations: Optional[int] = None, settle_s: float = SETTLE_S, block_s: float = BLOCK_S,
+                clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
                 on_progress: Optional[Callable[[int, float], None]] = None) -> None:
     """Time every active entry round-robin at each batch size, appending milliseconds to ``entry.samples``.
 
     Per batch size: ``warmup_s`` seconds of untimed rounds (none when 0), then
-    timed rounds until ``iterations`` rounds (when given) or ``duration_s``
-    seconds and at least :data:`MIN_ITERATIONS` rounds. A runner that raises is
-    marked with the error and left out of later rounds. ``on_progress(batch,
-    fraction)`` follows each round. KeyboardInterrupt propagates with the samples
-    taken so far kept.
+    timed rounds until every entry has ``iterations`` samples (when given) or
+    ``duration_s`` seconds have passed and each has at least
+    :data:`MIN_ITERATIONS`. In each round every entry runs one block: a pause of
+    ``settle_s`` (default 50 ms), then back-to-back timed runs for ``block_s``
+    (default 0.2 s, at least one run), so no figure depends on the threads of
+    the engine that ran before it (see :mod:`deploy_res.core.timing`). A runner
+    that raises is marked with the error and left out of later rounds.
+    ``on_progress(batch, fraction)`` follows each round. KeyboardInterrupt
+    propagates with the samples taken so far kept.
     """
     for batch in batches:
         active = [e for e in entries if e.active and batch in e.feeds]
@@ -89,42 +99,43 @@ def interleaved(entries: Sequence[Entry], batches: Sequence[int], warmup_s: floa
         start = clock()
         while warmup_s > 0 and clock() - start < warmup_s:
             for entry in active:
-                _run(entry, batch, timed=False, clock=clock)
+                _run_block(entry, batch, timed=False, settle_s=0, block_s=0, max_runs=1, clock=clock, sleep=sleep)
             active = [e for e in active if e.active]
             if not active:
                 break
-        rounds, start = 0, clock()
+        start = clock()
         while active:
             for entry in active:
-                _run(entry, batch, timed=True, clock=clock)
+                left = iterations - len(entry.samples.get(batch, [])) if iterations else None
+                _run_block(entry, batch, timed=True, settle_s=settle_s, block_s=block_s, max_runs=left, clock=clock, sleep=sleep)
             active = [e for e in active if e.active]
-            rounds += 1
             elapsed = clock() - start
+            counts = [len(e.samples.get(batch, [])) for e in active] or [0]
             if iterations:
-                fraction = rounds / iterations
-                done = rounds >= iterations
+                fraction = min(counts) / iterations
+                done = min(counts) >= iterations
             else:
                 fraction = min(elapsed / duration_s, 1.0) if duration_s > 0 else 1.0
-                done = elapsed >= duration_s and rounds >= MIN_ITERATIONS
+                done = elapsed >= duration_s and min(counts) >= MIN_ITERATIONS
             if on_progress:
                 on_progress(batch, min(fraction, 1.0))
             if done:
                 break
 
 
-def _run(entry: Entry, batch: int, timed: bool, clock: Callable[[], float]) -> None:
+def _run_block(entry: Entry, batch: int, timed: bool, settle_s: float, block_s: float, max_runs: Optional[int],
+               clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
     feeds = entry.feeds[batch]
     try:
-        start = clock()
-        entry.runner.run(feeds)
-        stop = clock()
+        times = time_block(lambda: entry.runner.run(feeds), settle_s=settle_s, block_s=block_s, max_runs=max_runs,
+                           clock=clock, sleep=sleep)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a runner failing mid-run: report it, keep measuring the others
         entry.error = f"failed at batch {batch}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
         return
     if timed:
-        entry.samples.setdefault(batch, []).append((stop - start) * 1000)
+        entry.samples.setdefault(batch, []).extend(times)
 
 
 # ---------------------------------------------------------------- memory

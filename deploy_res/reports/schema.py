@@ -13,7 +13,7 @@ field                                       meaning
 ``seconds``                                 wall time of the whole profile run
 ``settings``                                ``batches``, ``warmup_s``, ``duration_s`` (null with ``iterations``),
                                             ``iterations``, ``min_iterations``, ``threads`` (null = runtime default),
-                                            ``torch_modes``, ``layer_iterations``, ``order``, ``timer``
+                                            ``torch_modes``, ``layer_iterations``, ``order``, ``settle_s``, ``block_s``, ``timer``
 ``environment``                             ``cpu`` {model, machine, isa, logical/physical/usable_cores},
                                             ``gpu`` {name, count} or null, ``os``, ``versions`` {library: version},
                                             ``threads`` {requested, onnxruntime_intra_op, torch, OMP_NUM_THREADS}

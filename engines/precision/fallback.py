@@ -11,7 +11,6 @@ costs in latency.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -20,6 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.timing import interleave
 from deploy_res.engines.onnxruntime.backend import cpu_session
 
 ENGINE_LEVEL = "ORT_ENABLE_ALL"
@@ -87,16 +87,13 @@ def _agreement(reference: np.ndarray, logits: np.ndarray) -> float:
 
 
 def _latencies_ms(sessions: Sequence[Any], sample: np.ndarray, runs: int) -> list[float]:
-    """Median latency of each session, measured interleaved (A, B, A, B, ...) so noise hits all alike."""
-    times: list[list[float]] = [[] for _ in sessions]
-    for round_ in range(runs + 1):
-        for session, record in zip(sessions, times):
-            name = session.get_inputs()[0].name
-            start = time.perf_counter()
-            session.run(None, {name: sample})
-            if round_:  # the first round warms up
-                record.append(time.perf_counter() - start)
-    return [1e3 * float(np.median(record)) for record in times]
+    """Median latency of each session, timed interleaved in settled blocks (:func:`deploy_res.core.timing.interleave`)."""
+    calls = {}
+    for i, session in enumerate(sessions):
+        feeds = {session.get_inputs()[0].name: sample}
+        calls[str(i)] = lambda s=session, f=feeds: s.run(None, f)
+    times = interleave(calls, iterations=runs)
+    return [float(np.median(times[str(i)])) for i in range(len(sessions))]
 
 
 @dataclass

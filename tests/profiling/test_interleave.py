@@ -35,7 +35,7 @@ def _entries(log, names="ABC", **fail):
 def test_round_robin_order_per_batch_size():
     log: list = []
     entries = _entries(log)
-    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=3)
+    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=3, settle_s=0, block_s=0)
     assert log == [(n, 1) for _ in range(3) for n in "ABC"] + [(n, 8) for _ in range(3) for n in "ABC"]
     assert all(len(e.samples[b]) == 3 for e in entries for b in (1, 8))
 
@@ -43,7 +43,7 @@ def test_round_robin_order_per_batch_size():
 def test_a_failing_runner_is_reported_and_the_others_go_on():
     log: list = []
     entries = _entries(log, B=2)
-    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=3)
+    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=3, settle_s=0, block_s=0)
     assert [n for n, b in log if b == 1] == ["A", "B", "C", "A", "C", "A", "C"]
     assert entries[1].error.startswith("failed at batch 1: RuntimeError: device lost")
     assert len(entries[1].samples[1]) == 1 and 8 not in entries[1].samples
@@ -59,7 +59,7 @@ def test_duration_mode_with_a_fake_clock_keeps_the_minimum_and_warms_up_untimed(
 
     log: list = []
     entries = _entries(log, "AB")
-    interleaved(entries, batches=(1,), warmup_s=1.0, duration_s=0.5, clock=clock)
+    interleaved(entries, batches=(1,), warmup_s=1.0, duration_s=0.5, settle_s=0, block_s=0, clock=clock)
     timed = len(entries[0].samples[1])
     assert timed >= 5  # MIN_ITERATIONS even though 0.5 s passed sooner
     assert len(log) > 2 * timed  # warm-up rounds ran but were not timed
@@ -71,7 +71,7 @@ def test_entries_without_a_runner_or_a_batch_are_skipped():
     entries = _entries(log, "AB")
     entries[0].runner, entries[0].error = None, "cannot load"
     del entries[1].feeds[8]
-    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=2)
+    interleaved(entries, batches=(1, 8), warmup_s=0, iterations=2, settle_s=0, block_s=0)
     assert log == [("B", 1), ("B", 1)]
 
 
