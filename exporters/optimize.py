@@ -184,29 +184,32 @@ def optimize(
     if target == "tensorrt":
         report["residual_adds"] = find_residual_adds(graph)
     if output_path is not None:
-        save_model(after, output_path)
-        if large:
-            _check(str(output_path))
-            report["onnx_checker"] = "passed"
-        if write_manifest:
-            _write_manifest(output_path, source, report)
+        from deploy_res.core.artifacts import write_artifact
+
+        # The model and its manifest are placed as one unit (an old pair is replaced whole, or kept).
+        with write_artifact(output_path, manifest=write_manifest) as pending:
+            save_model(after, pending.path)
+            if large:
+                _check(str(pending.path))
+                report["onnx_checker"] = "passed"
+            if write_manifest:
+                pending.set_manifest("optimize", _manifest_body(source, report))
     return after, report
 
 
 # ---------------------------------------------------------------- model I/O
 
 
-def _write_manifest(output_path: Union[str, os.PathLike], source: Optional[Path], report: dict[str, Any]) -> None:
+def _manifest_body(source: Optional[Path], report: dict[str, Any]) -> dict[str, Any]:
     """The optimise stage's manifest: the source's lineage, the source file, the settings, the report."""
-    from deploy_res.core.artifacts import file_record, lineage, read_manifest, write_manifest
+    from deploy_res.core.artifacts import file_record, lineage, read_manifest
 
-    body = {
+    return {
         **lineage(read_manifest(source) if source is not None else None),
         "inputs": {"onnx": file_record(source) if source is not None else None},
         "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol", "input_shapes")},
         "check": {"passes": report},
     }
-    write_manifest(output_path, "optimize", body)
 
 
 def graph_to_model(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
@@ -425,6 +428,6 @@ def render_report(report: Mapping[str, Any], max_reasons: int = 6) -> Any:
             lines.append(f"... and {len(reasons) - max_reasons} more (see the manifest)")
         parts.append(Text("\n".join(lines), style="dim"))
     if "residual_adds" in report:
-        parts.append(Text(f"{len(report['residual_adds'])} residual Adds listed for the INT8 stage (see the manifest)"))
+        parts.append(Text(f"{len(report['residual_adds'])} residual Adds listed in the manifest (the finder the INT8 stage quantises by)"))
     parts.append(Text(f"end to end: max abs error {report['max_abs_error']:.2e}, max rel error {report['max_rel_error']:.2e}, {report['seconds']:.1f} s"))
     return Group(*parts)

@@ -25,10 +25,11 @@ this CPU, all 53 ResNet-50 convs fused to QLinearConv), the rest of ORT's
 defaults. Symmetric int8 activations run at 0.9x FP32 on ORT CPU, which is
 why the two emitters differ.
 
-A *residual Add* is an Add of two computed (non-constant) tensors of the
-same shape; its *skip* input is the one that is fewer compute nodes away
-from the graph inputs (the block input, or the downsample projection, or the
-un-scaled ``x`` of Inception-ResNet's ``x + scale * branch``).
+Residual Adds and their skip inputs come from the one finder the graph
+passes also use (:mod:`deploy_res.core.residual`): the skip is the input
+fewer compute nodes away from the graph inputs (the block input, or the
+downsample projection, or the un-scaled ``x`` of Inception-ResNet's
+``x + scale * branch``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.onnx_io import load_model
+from deploy_res.core.residual import residual_adds
 from deploy_res.engines.precision.calibration import Ranges
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -79,31 +81,10 @@ def _is_computed(tensor: gs.Tensor) -> bool:
     return isinstance(tensor, gs.Variable)
 
 
-def compute_depths(graph: gs.Graph, transparent: Iterable[str] = _QDQ) -> dict[str, int]:
-    """Longest path (in compute nodes) from a graph input to each tensor; ``transparent`` ops add nothing."""
-    transparent = set(transparent)
-    depth: dict[str, int] = {t.name: 0 for t in graph.inputs}
-    for node in graph.nodes:  # graph must be topologically sorted
-        base = max((depth.get(t.name, 0) for t in node.inputs if _is_computed(t)), default=0)
-        for out in node.outputs:
-            depth[out.name] = base + (0 if node.op in transparent else 1)
-    return depth
-
-
 def residual_skips(graph: gs.Graph) -> dict[str, int]:
-    """``{add node name: index of its skip input}`` for every residual Add (see module docstring)."""
-    depth = compute_depths(graph)
-    skips = {}
-    for node in graph.nodes:
-        if node.op != "Add" or len(node.inputs) != 2:
-            continue
-        a, b = node.inputs
-        if not (_is_computed(a) and _is_computed(b)):
-            continue
-        if a.shape is not None and b.shape is not None and len(a.shape) != len(b.shape):
-            continue
-        skips[node.name] = 0 if depth.get(a.name, 0) < depth.get(b.name, 0) else 1
-    return skips
+    """``{add node name: index of its skip input}`` for every residual Add (:func:`deploy_res.core.residual.residual_adds`)."""
+    by_name = {node.name: node for node in graph.nodes}
+    return {add["name"]: [t.name for t in by_name[add["name"]].inputs].index(add["skip_input"]) for add in residual_adds(graph)}
 
 
 def _ensure_names(graph: gs.Graph) -> None:

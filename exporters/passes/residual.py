@@ -13,8 +13,9 @@
   no-op nodes (Identity, Dropout, same-type Cast, shape-preserving
   Reshape/Flatten/Squeeze/Unsqueeze/Expand) between a Conv, the residual Add
   and its Relu, so TensorRT's Conv+Add+ReLU fusion applies, and lists every
-  residual Add (:func:`find_residual_adds`) for the INT8 stage, which
-  quantises the skip input.
+  residual Add in its report (:func:`find_residual_adds`, the one finder of
+  :mod:`deploy_res.core.residual`, by which the INT8 stage quantises the skip
+  inputs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from deploy_res.core.residual import is_residual_add, residual_adds
 from deploy_res.exporters.passes._common import (
     Names,
     PassResult,
@@ -183,7 +185,7 @@ def prepare_residual_tensorrt(graph: gs.Graph) -> PassResult:
     """
     result = PassResult()
     for add in [node for node in graph.nodes if is_standard(node, "Add")]:
-        if not _is_residual_add(add):
+        if not is_residual_add(add):
             continue
         for index in (0, 1):
             result.changed += _strip_noops_before(graph, add, index, result)
@@ -243,62 +245,8 @@ def _strip_noops_after(graph: gs.Graph, add: gs.Node, result: PassResult) -> int
     return len(chain)
 
 
-def _is_residual_add(add: gs.Node) -> bool:
-    """An Add of two computed tensors (no constant operand) that are not known to broadcast."""
-    if len(add.inputs) != 2 or any(isinstance(tensor, gs.Constant) for tensor in add.inputs):
-        return False
-    a, b = add.inputs
-    if a.shape is not None and b.shape is not None and not same_shape(a, b):
-        return False
-    rank = len(a.shape) if a.shape is not None else len(b.shape) if b.shape is not None else None
-    return rank is None or rank >= 3  # feature maps, not a 2-D head
-
-
 def find_residual_adds(graph: gs.Graph) -> list[dict[str, Any]]:
-    """Every residual Add: ``{"name", "skip_input", "conv_input", "conv", "branch_input", "relu"}``.
-
-    ``conv_input`` is the Add input a Conv produces directly (the one TensorRT
-    fuses Conv+Add+ReLU into; the deeper one when both are Conv outputs), or
-    None when neither is. ``skip_input`` is the other input — the tensor the
-    INT8 stage quantises. Without a Conv input, ``skip_input`` is the
-    shallower input (fewer nodes from the graph inputs) and ``branch_input``
-    the deeper one. ``relu`` names the Relu that reads the Add alone, if any.
-    """
-    depth = _depths(graph)
-    found = []
-    for add in graph.nodes:
-        if not is_standard(add, "Add") or not _is_residual_add(add):
-            continue
-        a, b = add.inputs
-        convs = [t for t in (a, b) if producer(t) is not None and is_standard(producer(t), "Conv") and len(t.outputs) == 1 and t not in graph.outputs]
-        ordered = sorted((a, b), key=lambda t: depth.get(t.name, 0))  # shallow first
-        if convs:
-            conv_input = max(convs, key=lambda t: depth.get(t.name, 0))
-            skip = b if conv_input is a else a
-        else:
-            conv_input = None
-            skip = ordered[0]
-        branch = b if skip is a else a
-        consumer = add.outputs[0].outputs[0] if len(add.outputs[0].outputs) == 1 and add.outputs[0] not in graph.outputs else None
-        found.append(
-            {
-                "name": add.name,
-                "output": add.outputs[0].name,
-                "skip_input": skip.name,
-                "conv_input": conv_input.name if conv_input is not None else None,
-                "conv": producer(conv_input).name if conv_input is not None else None,
-                "branch_input": branch.name,
-                "relu": consumer.name if consumer is not None and is_standard(consumer, "Relu") else None,
-            }
-        )
-    return found
+    """Every residual Add, by the one finder the INT8 stage also uses (:func:`deploy_res.core.residual.residual_adds`)."""
+    return residual_adds(graph)
 
 
-def _depths(graph: gs.Graph) -> dict[str, int]:
-    """Longest path (in nodes) from a graph input to each tensor; the graph must be toposorted."""
-    depth: dict[str, int] = {}
-    for node in graph.nodes:
-        level = 1 + max((depth.get(t.name, 0) for t in node.inputs if not isinstance(t, gs.Constant)), default=0)
-        for out in node.outputs:
-            depth[out.name] = level
-    return depth
