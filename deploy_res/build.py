@@ -4,16 +4,19 @@ Precision lives in the ONNX (TensorRT 11 has no FP16/INT8 flags):
 
 1. the graph passes prepare the float graph for the backend: ``onnxruntime``
    target for an FP32 ONNX Runtime engine, ``portable`` (standard ops, BN
-   folded) for ONNX Runtime FP16/INT8, ``tensorrt`` for TensorRT;
+   folded) for ONNX Runtime FP16/INT8 and for OpenVINO, ``tensorrt`` for TensorRT;
 2. FP16 converts that graph to FP16 types; INT8 calibrates activation ranges
    on real data (cached) and emits Q/DQ for the backend;
-3. the backend builds its engine from that ONNX (skipped with ``onnx_only``).
+3. the backend builds its engine from that ONNX (skipped with ``onnx_only``);
+   BF16 has no ONNX of its own: OpenVINO compiles the float graph to BF16.
 
 Files, for ``out/resnet50.onnx`` and ``--int8``:
 ``resnet50.portable.opt.onnx`` (float, passes applied),
 ``resnet50.calib-percentile.json`` (the ranges cache),
 ``resnet50.int8.onnxruntime.onnx`` (the Q/DQ ONNX) and
-``resnet50.int8.cpu.ort.onnx`` (the engine), each with its manifest.
+``resnet50.int8.cpu.ort.onnx`` (the engine), each with its manifest. An
+OpenVINO engine is ``resnet50.int8.cpu.ov.xml`` + ``.ov.bin`` + the compiled
+model cache ``resnet50.int8.cpu.ov.cache/``, built from the same Q/DQ ONNX.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def pass_target(backend: str, precision: str) -> str:
     """Which graph-pass target the float graph needs before precision and build."""
     if backend == "tensorrt":
         return "tensorrt"
+    if backend == "openvino":  # standard ops only: OpenVINO reads no com.microsoft fusions
+        return "portable"
     return "onnxruntime" if precision == "fp32" else "portable"
 
 
@@ -112,13 +117,16 @@ def build_engine(
     workspace_bytes: Optional[int] = None,
     optimization_level: Optional[int] = None,
     timing_cache: Optional[str | Path] = None,
+    threads: Optional[int] = None,
+    perf_hint: Optional[str] = None,
     quiet: bool = False,
     console: Any = None,
 ) -> BuildEngineResult:
     """Build an engine from ``onnx_path`` (a raw export or an optimised ONNX).
 
-    Defaults: backend ``auto`` (TensorRT where a GPU and TensorRT are present,
-    else ONNX Runtime on the CPU), FP32, output beside the input, 128
+    Defaults: backend ``auto`` (TensorRT where a GPU and TensorRT are present;
+    on a CPU, per precision, ONNX Runtime or OpenVINO, whichever is measured
+    faster at build: :mod:`deploy_res.engines.choose`), FP32, output beside the input, 128
     calibration samples, the calibration method of
     :data:`deploy_res.engines.precision.calibration.DEFAULT_METHOD`, TensorRT's timing
     cache at ``<output>/tensorrt.timing.cache``. With ``onnx_only`` the FP16 /
@@ -126,7 +134,12 @@ def build_engine(
     works without TensorRT. INT8 with ``target_agreement`` (top-1 agreement
     with the FP32 graph on the calibration samples) or ``fallback_layers``
     leaves the most sensitive layers in FP32 (:mod:`deploy_res.engines.precision.fallback`).
+    BF16 is an OpenVINO engine compiled from the float graph (CPUs with
+    AVX512_BF16 or AMX only). ``threads`` and ``perf_hint`` (``latency`` or
+    ``throughput``) are OpenVINO settings recorded in its manifest [default:
+    OpenVINO's thread count, latency].
     """
+    arguments = dict(locals())
     source = Path(onnx_path)
     if not source.is_file():
         raise DeployResError(f"ONNX file {source} not found")
@@ -135,6 +148,16 @@ def build_engine(
     folder = ensure_output_dir(output_dir or source.parent)
     status = _status(console, quiet)
     backend_name = backend
+    if precision == "bf16":
+        _check_bf16(backend, onnx_only, device)
+        backend = "openvino"
+    if backend == "auto" and not onnx_only and device == "cpu" and _cpu_auto():
+        from deploy_res.engines.choose import cpu_candidates
+
+        candidates = cpu_candidates(precision)
+        if len(candidates) > 1:
+            return _build_measured(candidates, arguments)
+        backend = candidates[0]
     if onnx_only and backend == "auto":
         backend_name = "onnxruntime"
     engine_backend = None
@@ -172,8 +195,8 @@ def build_engine(
         cache = folder / f"{stem}.calib-{method}.json"
         ranges = calibrate(prepared, samples.arrays, method=method, cache_path=cache, quiet=quiet, console=console)
         with status(f"emitting Q/DQ for {backend_name}"):
-            model = emit_qdq(float_model, ranges, target=backend_name)
-        result.precision_onnx = folder / f"{stem}.int8.{backend_name}.onnx"
+            model = emit_qdq(float_model, ranges, target=_qdq_layout(backend_name))
+        result.precision_onnx = folder / f"{stem}.int8.{_qdq_layout(backend_name)}.onnx"
         _save(model, result.precision_onnx)
         fallback = None
         if target_agreement is not None or fallback_layers is not None:
@@ -199,10 +222,11 @@ def build_engine(
     if onnx_only:
         return result
 
-    suffix = ".plan" if backend_name == "tensorrt" else f".{device}.ort.onnx"
+    suffix = {"tensorrt": ".plan", "openvino": f".{device}.ov.xml"}.get(backend_name, f".{device}.ort.onnx")
     engine_path = folder / f"{stem}.{precision}{suffix}"
     settings = {"device": device, "batch_range": common.get("batch_range"),
-                "timing_cache": str(timing_cache or folder / "tensorrt.timing.cache")}
+                "timing_cache": str(timing_cache or folder / "tensorrt.timing.cache"),
+                "precision": precision, "engine_name": engine_path.name, "threads": threads, "hint": perf_hint}
     if workspace_bytes:
         settings["workspace_bytes"] = workspace_bytes
     if optimization_level is not None:
@@ -211,10 +235,75 @@ def build_engine(
         built = engine_backend.build(result.precision_onnx, engine_path, settings)
     write_manifest(engine_path, "build-engine", {**common, **built.manifest, "settings": {"precision": precision, "backend": backend_name},
                                                   "seconds": round(built.seconds, 2)})
+    if backend_name == "openvino":  # the first load compiles into the cache beside the engine; later loads read it
+        engine_backend.load(engine_path).close()
     result.engine = engine_path
     result.notes += built.notes
     result.artifacts.append(_summary(engine_path, precision, built.seconds))
     return result
+
+
+def _qdq_layout(backend: str) -> str:
+    """The Q/DQ layout a backend's INT8 engine is built from (OpenVINO runs ONNX Runtime's fastest)."""
+    if backend == "openvino":
+        from deploy_res.engines.openvino.backend import QDQ_LAYOUT
+
+        return QDQ_LAYOUT
+    return backend
+
+
+def _cpu_auto() -> bool:
+    """Whether ``auto`` means a CPU backend here (no GPU with TensorRT)."""
+    from deploy_res.engines.tensorrt import TensorRTBackend
+
+    return TensorRTBackend().available() is not None
+
+
+def _check_bf16(backend: str, onnx_only: bool, device: str) -> None:
+    """BF16 is an OpenVINO CPU engine: OpenVINO casts the float graph at compile time; there is no BF16 ONNX to write."""
+    if onnx_only:
+        raise DeployResError("--bf16 writes no ONNX of its own (OpenVINO casts the float graph when it compiles); drop --onnx-only")
+    if backend in ("onnxruntime", "tensorrt") or device != "cpu":
+        raise DeployResError(f"--bf16 runs on OpenVINO on the CPU; use --backend openvino (or auto), not {backend if device == 'cpu' else '--device ' + device}")
+    from deploy_res.engines.openvino import missing_bf16_isa
+
+    missing = missing_bf16_isa()
+    if missing:
+        raise DeployResError(missing)
+
+
+def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> BuildEngineResult:
+    """``auto`` on a CPU: build with every candidate backend, time them side by side, keep the faster engine."""
+    import shutil
+
+    from deploy_res.core.artifacts import manifest_path, write_manifest
+    from deploy_res.engines import choose
+
+    built = {name: build_engine(**{**arguments, "backend": name}) for name in candidates}
+    batch_range = (read_manifest(built[candidates[0]].engine) or {}).get("batch_range") or {}
+    low, high = int(batch_range.get("min") or 1), int(batch_range.get("max") or choose.BATCHES[-1])
+    batches = tuple(sorted({low, max(low, min(choose.BATCHES[-1], high))}))
+    with _status(arguments["console"], arguments["quiet"])(f"timing {' and '.join(candidates)} side by side"):
+        speeds = choose.measure({name: result.engine for name, result in built.items()}, batches, threads=arguments["threads"])
+    winner, batch = choose.pick(speeds)
+    chosen = built[winner]
+    manifest = read_manifest(chosen.engine) or {}
+    body = {k: v for k, v in manifest.items() if k not in ("schema_version", "stage", "artifact", "versions")}
+    body["auto"] = choose.record(speeds, winner, batch, arguments["threads"])
+    write_manifest(chosen.engine, "build-engine", body)
+    for name, result in built.items():  # the slower engine is not kept
+        if name == winner or result.engine is None:
+            continue
+        for path in (result.engine, manifest_path(result.engine), result.engine.with_suffix(".bin") if name == "openvino" else None):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        if name == "openvino":
+            from deploy_res.engines.openvino.backend import cache_dir_of
+
+            shutil.rmtree(cache_dir_of(result.engine), ignore_errors=True)
+    figures = ", ".join(f"{name} {speeds[name][batch]:.1f}" for name in candidates)
+    chosen.notes.append(f"auto: {winner} is faster here at batch {batch} ({figures} images/s, timed side by side)")
+    return chosen
 
 
 def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, target_agreement, fallback_layers):

@@ -1,8 +1,10 @@
 """Engine backends behind one interface (:mod:`deploy_res.engines.base`).
 
 ``get_backend("auto")`` picks TensorRT where a GPU and TensorRT are present,
-else ONNX Runtime on the CPU. Asking for ``tensorrt`` where it cannot run
-fails at once with the reason and what to use instead.
+else ONNX Runtime on the CPU; the build stage refines ``auto`` on a CPU by
+measurement between ONNX Runtime and OpenVINO (:mod:`deploy_res.engines.choose`).
+Asking for ``tensorrt`` where it cannot run fails at once with the reason and
+what to use instead.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.artifacts import read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "tensorrt": ".plan"}
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "openvino": ".ov.xml", "tensorrt": ".plan"}
 
 
 def get_backend(name: str = "auto") -> Backend:
@@ -28,6 +30,14 @@ def get_backend(name: str = "auto") -> Backend:
         return tensorrt if tensorrt.available() is None else OnnxRuntimeBackend()
     if name == "onnxruntime":
         return OnnxRuntimeBackend()
+    if name == "openvino":
+        from deploy_res.engines.openvino import OpenVINOBackend
+
+        backend = OpenVINOBackend()
+        reason = backend.available()
+        if reason:
+            raise DeployResError(f"--backend openvino cannot run here: {reason}; use --backend onnxruntime")
+        return backend
     if name == "tensorrt":
         backend = TensorRTBackend()
         reason = backend.available()
@@ -44,14 +54,23 @@ def backend_of(artifact: str | Path) -> str:
     manifest = read_manifest(artifact) or {}
     if manifest.get("engine", {}).get("backend"):
         return manifest["engine"]["backend"]
+    if str(artifact).endswith(".xml"):
+        return "openvino"
     return "tensorrt" if str(artifact).endswith((".plan", ".engine", ".trt")) else "onnxruntime"
 
 
 def load_engine(artifact: str | Path, **options: Any) -> Runner:
-    """Load any artifact the pipeline writes (ONNX file, ONNX Runtime engine, TensorRT plan) into a runner."""
+    """Load any artifact the pipeline writes (ONNX file, ONNX Runtime engine, OpenVINO IR, TensorRT plan) into a runner.
+
+    An engine (an artifact with a ``build-engine`` manifest) must match the sha256 its manifest recorded, else
+    a one-line error naming it: the manifest's CPU, source and lineage would describe another file.
+    """
     artifact = Path(artifact)
     if not artifact.is_file():
         raise DeployResError(f"artifact {artifact} not found")
+    manifest = read_manifest(artifact) or {}
+    if manifest.get("stage") == "build-engine":
+        verify_record(artifact, manifest.get("artifact"), "engine", "rebuild it with `deployres build-engine`")
     name = backend_of(artifact)
     return get_backend(name).load(artifact, **options)
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Protocol
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
