@@ -42,6 +42,8 @@ LAYER_NOTE_ORT = ("ONNX Runtime profiler, separate profiled session; node names 
                   "(fused Conv+BN+Add+ReLU nodes are named after their last output, layout nodes ReorderInput/ReorderOutput "
                   "are added), so they differ from the exported ONNX; stages come from the PyTorch module path in each name")
 LAYER_NOTE_TRT = "TensorRT IProfiler; layer names join the ONNX nodes TensorRT fused with ' + '"
+LAYER_NOTE_OV = ("OpenVINO performance counters (PERF_COUNT, InferRequest.get_profiling_info), separately compiled engine; "
+                 "node names are those of OpenVINO's runtime graph, fused ops under the name of the op they absorbed into")
 
 
 def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), warmup_s: float = 1.0, duration_s: float = 5.0,
@@ -165,7 +167,7 @@ def _load_engine(path: Path, threads: Optional[int]):
     from deploy_res.engines import backend_of, load_engine
 
     backend = backend_of(path)
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         return load_engine(path, threads=threads)
     if backend == "tensorrt":
         from deploy_res.engines.tensorrt import TensorRTBackend
@@ -251,6 +253,17 @@ def _profile_layers(entry: Entry, batches: Sequence[int], iterations: int, threa
                 runner.close()
             entry.info["layers"] = {"source": "tensorrt IProfiler", "note": LAYER_NOTE_TRT, "trace": None,
                                     "batches": [{"batch": b, **per_batch[b]} for b in measured if b in per_batch]}
+        elif backend == "openvino" and entry.path:
+            from deploy_res.engines import load_engine
+            from deploy_res.profiling.layers import onnx_scopes, profile_openvino_layers
+
+            runner = load_engine(entry.path, threads=threads, perf_count=True)
+            try:
+                per_batch = profile_openvino_layers(runner, {b: entry.feeds[b] for b in measured}, iterations, onnx_scopes(entry.path))
+            finally:
+                runner.close()
+            entry.info["layers"] = {"source": "openvino performance counters", "note": LAYER_NOTE_OV, "trace": None,
+                                    "batches": [{"batch": b, **per_batch[b]} for b in measured if b in per_batch]}
         else:
             entry.info["layers_missing"] = f"no per-layer profiler for the {backend} runner"
     except KeyboardInterrupt:
@@ -298,7 +311,7 @@ def _precision(entry: Entry, manifest: Optional[Mapping[str, Any]]) -> str:
         if value:
             return str(value)
     name = Path(entry.path or "").name.lower()
-    return next((p for p in ("int8", "fp16") if p in name), "fp32")
+    return next((p for p in ("int8", "fp16", "bf16") if p in name), "fp32")
 
 
 def _match_validation(entry: Entry, results: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:

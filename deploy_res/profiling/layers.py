@@ -19,6 +19,13 @@ TensorRT: :class:`LayerTimes` is an ``IProfiler`` (NVIDIA's Python API:
 subclass ``trt.IProfiler``, implement ``report_layer_time(layer_name, ms)``,
 assign to ``context.profiler``); layer names there join fused ONNX node names
 with `` + ``.
+
+OpenVINO: the engine is compiled with ``PERF_COUNT`` and, after each run,
+``InferRequest.get_profiling_info()`` gives one record per executed node of
+the runtime graph (``node_name``, ``exec_type``, ``real_time``). Node names
+keep the ONNX names with OpenVINO's suffixes (``/layer1/layer1.0/conv1/Conv/WithoutBiases``,
+fused ops under the name of the op they absorbed into); layout reorders
+(``..._abcd_acdb_...``) and not-executed nodes are skipped or land in ``other``.
 """
 
 from __future__ import annotations
@@ -212,4 +219,35 @@ def profile_trt_layers(runner, feeds_by_batch: Mapping[int, Mapping], iterations
             runner.run(feeds)
         runner.context.profiler = None
         result[batch] = breakdown(profiler.records, iterations, None, top)
+    return result
+
+
+def _ov_scope(name: str, scopes: Mapping[str, str]) -> Optional[str]:
+    """The module path of an OpenVINO node: its name, else its name with OpenVINO's ``/Suffix`` parts dropped."""
+    parts = name.split("/")
+    for end in range(len(parts), 0, -1):
+        scope = _scope_for("/".join(parts[:end]), scopes)
+        if scope is not None:
+            return scope
+    return None
+
+
+def profile_openvino_layers(runner, feeds_by_batch: Mapping[int, Mapping], iterations: int, scopes: Optional[Mapping[str, str]] = None,
+                            top: int = TOP_LAYERS) -> dict[int, dict[str, Any]]:
+    """Per-batch breakdowns of an OpenVINO runner loaded with ``perf_count=True`` (one warm-up run per batch, not counted)."""
+    scopes = dict(scopes or {})
+    result = {}
+    for batch, feeds in feeds_by_batch.items():
+        runner.run(feeds)
+        records: list[tuple[str, str, float]] = []
+        for _ in range(iterations):
+            runner.run(feeds)
+            records += runner.profiling_info()
+        if scopes:
+            for name, _, _ in records:
+                if name not in scopes:
+                    scope = _ov_scope(name, scopes)
+                    if scope is not None:
+                        scopes[name] = scope
+        result[batch] = breakdown(records, iterations, scopes, top)
     return result
