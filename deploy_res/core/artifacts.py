@@ -115,6 +115,26 @@ def file_record(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def matches_record(path: str | os.PathLike, record: Any) -> bool:
+    """True when ``path`` is a file whose size and sha256 are those ``record`` (a :func:`file_record`) holds."""
+    path = Path(path)
+    if not isinstance(record, dict) or not record.get("sha256") or not path.is_file():
+        return False
+    if isinstance(record.get("bytes"), int) and path.stat().st_size != record["bytes"]:
+        return False  # cheaper than hashing, and a truncated file is caught here
+    return sha256_file(path) == record["sha256"]
+
+
+def verify_record(path: str | os.PathLike, record: Any, what: str, remedy: str) -> Path:
+    """``path`` if it is the file ``record`` describes, else a one-line error naming it and ``remedy``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployResError(f"{what} {path} is gone; {remedy}")
+    if not matches_record(path, record):
+        raise DeployResError(f"{what} {path} has changed since its manifest recorded it (sha256 differs); {remedy}")
+    return path
+
+
 def write_manifest(artifact: str | os.PathLike, stage: str, body: dict[str, Any]) -> Path:
     """Write the manifest of ``artifact`` for pipeline ``stage``; return its path.
 

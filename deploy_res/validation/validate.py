@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
 from deploy_res.core.artifacts import file_record, read_manifest, write_json_atomic
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
-from deploy_res.validation.metrics import accuracy_block, compare
+from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.reference import resolve_reference
 from deploy_res.validation.thresholds import UPPER_BOUNDS, evaluate, thresholds_for
 
@@ -37,21 +37,66 @@ def artifact_precision(artifact: Path, manifest: Mapping[str, Any]) -> str:
     return "fp32"
 
 
-def _inputs(data: Optional[str], manifest: Mapping[str, Any], samples: int, input_shape: tuple, seed: int):
-    """(arrays, labels, class_names, description) from ``data`` or seeded random inputs."""
+def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch: int, input_shape: tuple, seed: int):
+    """``(batches, preprocessing, class_names, description)``: the inputs cut into numbered batches.
+
+    Images (a folder, a glob, a .parquet list) are listed, not decoded: each
+    batch is decoded where it runs (:mod:`deploy_res.scale.work`).
+    """
+    from deploy_res.scale.work import plan_batches
+
     if data is None:
         rng = np.random.default_rng(seed)
         arrays = rng.standard_normal((samples, *input_shape)).astype(np.float32)
-        return arrays, None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
-    from deploy_res.data import load_inputs
+        return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
+    from deploy_res.data import is_image_source, list_images, load_inputs
 
-    path = Path(data)
     pre = Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None
-    labelled = path.is_dir() and any(p.is_dir() for p in path.iterdir())
-    loaded = load_inputs(path, pre, count=None, labelled=labelled, input_shape=input_shape)
+    if is_image_source(data):
+        if pre is None:
+            raise DeployResError(f"reading images from {data} needs the model's preprocessing (input size, mean, std, crop); give the artifact's manifest or a .npy of inputs")
+        images = list_images(data)
+        return plan_batches(batch, images, limit=samples), pre, images.class_names, {"kind": "images", "source": str(data), "labelled": images.labels is not None}
+    loaded = load_inputs(Path(data), pre, count=None, input_shape=input_shape)
     arrays, labels = loaded.arrays[:samples], None if loaded.labels is None else loaded.labels[:samples]
-    kind = "images" if path.is_dir() else "arrays"
-    return arrays, labels, loaded.class_names, {"kind": kind, "source": str(path), "labelled": labels is not None}
+    return (plan_batches(batch, arrays=arrays, labels=labels, names=loaded.names[:samples]), pre, loaded.class_names,
+            {"kind": "arrays", "source": str(data), "labelled": labels is not None})
+
+
+class ValidateWorker:
+    """One engine session and one reference: ``worker(arrays, labels, names)`` -> that batch's :class:`MetricState`.
+
+    The in-process loop and every Ray actor run this same object on the same
+    batches. ``threads`` (default: the runtimes' own) bounds ONNX Runtime's
+    intra-op threads.
+    """
+
+    def __init__(self, artifact: str, reference: Optional[str] = None, reference_weights: Optional[str] = None,
+                 input_shape: Optional[tuple] = None, threads: Optional[int] = None) -> None:
+        from deploy_res.engines import backend_of, load_engine
+
+        manifest = read_manifest(artifact) or {}
+        self.reference = resolve_reference(manifest, reference, reference_weights)
+        self.runner = load_engine(artifact, **({"threads": threads} if threads and backend_of(artifact) == "onnxruntime" else {}))
+        self.info = self.runner.inputs[0]
+        self.input_shape = tuple(input_shape) if input_shape else None
+        self.name = Path(artifact).name
+        self.feed_dtype = np.dtype(self.info.dtype) if self.info.dtype in ("float32", "float16") else np.float32
+        self.kept: Optional[list[np.ndarray]] = None  # set to [] to keep every batch's inputs (per-layer sensitivity)
+
+    def __call__(self, arrays: np.ndarray, labels: Optional[np.ndarray], names: list[str]) -> MetricState:
+        if self.input_shape is not None and tuple(arrays.shape[1:]) != self.input_shape:
+            raise DeployResError(f"inputs have shape {tuple(arrays.shape[1:])}; {self.name} expects {self.input_shape}")
+        reference_logits = np.asarray(self.reference.run(arrays))
+        artifact_logits = next(iter(self.runner.run({self.info.name: arrays.astype(self.feed_dtype)}).values())).astype(np.float32)
+        if reference_logits.shape != artifact_logits.shape:
+            raise DeployResError(f"output shapes differ: reference {reference_logits.shape}, artifact {artifact_logits.shape}")
+        if self.kept is not None:
+            self.kept.append(arrays)
+        return MetricState.of(reference_logits, artifact_logits, labels if reference_logits.ndim == 2 else None)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def validate(
@@ -65,6 +110,13 @@ def validate(
     seed: int = 0,
     output: Optional[str | Path] = None,
     per_layer: bool = False,
+    skip_bad: bool = False,
+    ray: bool = False,
+    ray_address: Optional[str] = None,
+    actors: Optional[int] = None,
+    ray_cpus: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    on_note: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
     """Compare ``artifact`` with its reference on ``samples`` inputs; return (and write) the result.
 
@@ -74,40 +126,77 @@ def validate(
     result written to ``<artifact>.validation.json``. ``per_layer`` (INT8
     artifacts) adds ``sensitivity``: the quantised layers ranked by the error
     they add (:mod:`.sensitivity`), on the same inputs.
+
+    Images are read in batches as they are compared, never all at once; an
+    undecodable image is an error naming it unless ``skip_bad``. ``ray``
+    runs the batches on Ray Data actors (a new local cluster of ``ray_cpus``
+    CPUs, default all, or the cluster at ``ray_address``; ``actors`` default
+    from :func:`deploy_res.scale.ray_data.plan_actors`): every metric is
+    merged exactly, so the result holds the same numbers as in one process,
+    plus an ``execution`` block. ``progress(done, total)`` is called after
+    each batch.
     """
-    from deploy_res.engines import backend_of, load_engine
+    from deploy_res.engines import backend_of
 
     artifact = Path(artifact)
     if not artifact.is_file():
         raise DeployResError(f"artifact {artifact} not found")
     manifest = read_manifest(artifact) or {}
     precision = artifact_precision(artifact, manifest)
-    ref = resolve_reference(manifest, reference, reference_weights)
-    runner = load_engine(artifact)
-    info = runner.inputs[0]
+    if ray and per_layer:
+        raise DeployResError("--per-layer runs in one process (it keeps every input); drop --ray for it")
+    worker = ValidateWorker(str(artifact), reference, reference_weights)
+    ref, runner, info = worker.reference, worker.runner, worker.info
     input_shape = tuple(manifest.get("input", {}).get("shape", [None, *info.shape[1:]])[1:])
     if any(not isinstance(d, int) for d in input_shape):
         raise DeployResError(f"{artifact.name} has no fixed input size {input_shape}; give its manifest or a .npy of inputs")
-    arrays, labels, class_names, inputs_desc = _inputs(data, manifest, samples, input_shape, seed)
-    if tuple(arrays.shape[1:]) != input_shape:
-        raise DeployResError(f"inputs have shape {tuple(arrays.shape[1:])}; {artifact.name} expects {input_shape}")
+    worker.input_shape = input_shape
+    batches, pre, class_names, inputs_desc = _work(data, manifest, samples, batch, input_shape, seed)
+    total = sum(len(work) for work in batches)
+    device, output_name, notes = runner.device, runner.outputs[0].name, list(getattr(runner, "notes", None) or [])
 
     start = time.perf_counter()
-    ref_out, got_out = [], []
-    feed_dtype = np.dtype(info.dtype) if info.dtype in ("float32", "float16") else np.float32
-    for i in range(0, len(arrays), batch):
-        chunk = arrays[i:i + batch]
-        ref_out.append(ref.run(chunk))
-        got_out.append(next(iter(runner.run({info.name: chunk.astype(feed_dtype)}).values())).astype(np.float32))
-    reference_logits, artifact_logits = np.concatenate(ref_out), np.concatenate(got_out)
-    if reference_logits.shape != artifact_logits.shape:
-        raise DeployResError(f"output shapes differ: reference {reference_logits.shape}, artifact {artifact_logits.shape}")
-    if labels is not None and reference_logits.ndim == 2 and labels.max() >= reference_logits.shape[1]:
-        raise DeployResError(f"{data} has {len(class_names or []) or int(labels.max()) + 1} classes; the model outputs {reference_logits.shape[1]}: use a folder whose classes the model knows")
+    states: list[MetricState] = []
+    skipped: list[str] = []
+    execution: Optional[dict[str, Any]] = None
 
-    output_name = runner.outputs[0].name
-    metrics = compare(reference_logits, artifact_logits)
-    accuracy = accuracy_block(reference_logits, artifact_logits, labels)
+    def collect(state: Optional[MetricState], batch_skipped: list[str]) -> None:
+        if state is not None:
+            states.append(state)
+        skipped.extend(batch_skipped)
+        if progress is not None:
+            progress(sum(s.samples for s in states) + len(skipped), total)
+
+    if ray:
+        from deploy_res.scale.ray_data import ray_session, run_on_ray
+
+        execution = {"mode": "ray", "address": ray_address or "local", "batch": batch}
+
+        def on_plan(plan) -> None:
+            execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus)
+            if on_note is not None:
+                on_note(f"Ray: {plan.describe()}")
+
+        worker.close()  # the actors load their own; this copy only checked the artifact and the reference
+        kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape}
+        with ray_session(ray_address, ray_cpus):
+            for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, skip_bad, str(data), actors, on_plan):
+                collect(state, batch_skipped)
+    else:
+        from deploy_res.scale.work import load_batch
+
+        if per_layer:
+            worker.kept = []
+        for work in batches:
+            arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
+            collect(worker(arrays, labels, names) if arrays is not None else None, batch_skipped)
+    state = MetricState.merged(states)
+    if state.samples == 0:
+        raise DeployResError(f"{data} holds no usable samples; put decodable images in it")
+    if state.labelled and state.max_label >= state.classes:
+        raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
+
+    metrics, accuracy = state.finalize()
     try:
         limits = thresholds_for(precision, thresholds)
     except KeyError as exc:
@@ -119,10 +208,11 @@ def validate(
         "artifact": str(artifact),
         "artifact_sha256": file_record(artifact)["sha256"],
         "backend": backend_of(artifact),
-        "device": runner.device,
+        "device": device,
         "precision": precision,
+        "notes": notes,
         "reference": {"kind": ref.kind, "source": ref.source, "weights": ref.weights},
-        "inputs": {**inputs_desc, "samples": int(len(arrays))},
+        "inputs": {**inputs_desc, "samples": state.samples, **({"skipped": skipped} if skipped else {})},
         "outputs": [{"name": output_name, **metrics}],
         "metrics": {**metrics, **(accuracy or {})},
         "accuracy": accuracy,
@@ -131,15 +221,17 @@ def validate(
         "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in (*UPPER_BOUNDS, 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
         "passed": passed,
         "seconds": round(time.perf_counter() - start, 2),
+        **({"execution": execution} if execution else {}),
     }
     if per_layer:
         from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 
         qdq_path, float_path = qdq_sources(artifact)
         result["sensitivity"] = {"qdq_onnx": str(qdq_path), "float_onnx": str(float_path), "metric": "SQNR dB lost per layer",
-                                 "layers": rank_layers(qdq_path, float_path, arrays, batch)}
+                                 "layers": rank_layers(qdq_path, float_path, np.concatenate(worker.kept), batch)}
     output = Path(output) if output else artifact.with_name(artifact.name + ".validation.json")
     write_json_atomic(output, result)
     result["result_path"] = str(output)
-    runner.close()
+    if not ray:
+        worker.close()
     return result
