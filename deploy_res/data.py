@@ -214,6 +214,15 @@ def load_labelled_folder(folder: str | os.PathLike, pre: Preprocessing, count: i
     them; ``skip_bad`` as in :func:`load_image_folder`.
     """
     folder = Path(folder)
+    classes, order = _labelled_order(folder)
+    arrays, names, indices, skipped = _load_files(folder, [path for _, path in order], pre, count, skip_bad)
+    _check_count(len(arrays), count, folder, len(skipped))
+    labels = np.asarray([order[i][0] for i in indices], dtype=np.int64)
+    return Samples(np.stack(arrays), labels, names, classes, str(folder), skipped)
+
+
+def _labelled_order(folder: Path) -> tuple[list[str], list[tuple[int, Path]]]:
+    """A labelled folder's class names and its (label, file) pairs, round-robin over the classes."""
     if not folder.is_dir():
         raise DeployResError(f"labelled data folder {folder} does not exist or is not a folder; pass a folder of class sub-folders")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -229,15 +238,124 @@ def load_labelled_folder(folder: str | os.PathLike, pre: Preprocessing, count: i
         order += [(label, files[position]) for label, files in per_class.items() if position < len(files)]
     if not order:
         raise DeployResError(f"the class sub-folders of {folder} are empty; put images in {folder}/<class name>/")
-    arrays, names, indices, skipped = _load_files(folder, [path for _, path in order], pre, count, skip_bad)
-    _check_count(len(arrays), count, folder, len(skipped))
-    labels = np.asarray([order[i][0] for i in indices], dtype=np.int64)
-    return Samples(np.stack(arrays), labels, names, classes, str(folder), skipped)
+    return classes, order
 
 
 def _image_files_or_empty(folder: Path) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+# --------------------------------------------------------------------------- image lists (batch inference, sharding)
+
+_GLOB_CHARS = "*?["
+
+
+@dataclass
+class ImageList:
+    """Image files in the order every loader here reads them, not yet decoded.
+
+    ``names`` are the paths as reported (relative to the folder or glob root,
+    or as a Parquet list gives them); ``labels`` are class indices into
+    ``class_names`` where the layout gives them (a folder of class
+    sub-folders, or a Parquet ``label`` column), else None.
+    """
+
+    source: str
+    files: list[Path]
+    names: list[str]
+    labels: list[int] | None = None
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def is_image_source(source: str | os.PathLike) -> bool:
+    """True for what :func:`list_images` reads: a folder, a glob pattern or a ``.parquet`` list."""
+    text = str(source)
+    return Path(text).is_dir() or any(c in text for c in _GLOB_CHARS) or text.endswith(".parquet")
+
+
+def list_images(source: str | os.PathLike, labelled: bool | None = None) -> ImageList:
+    """The images ``source`` names, in order: a folder, a glob pattern, or a Parquet list.
+
+    * a folder: every file under it, sorted by relative path; when it holds
+      class sub-folders (``labelled`` None = detect, as ``validate`` does) the
+      order and labels of :func:`load_labelled_folder`;
+    * a glob (``photos/**/*.jpg``; ``**`` recurses): the matching files,
+      sorted, named relative to the pattern's folder part; no labels;
+    * a ``.parquet`` file with a string ``path`` column (relative paths are
+      relative to the Parquet file's folder) and an optional integer
+      ``label`` column.
+    """
+    text = str(source)
+    path = Path(text)
+    if text.endswith(".parquet") and not path.is_dir():
+        return _parquet_list(path)
+    if any(c in text for c in _GLOB_CHARS) and not path.exists():
+        import glob
+
+        prefix = text[: min(text.index(c) for c in _GLOB_CHARS if c in text)]
+        root = Path(prefix) if prefix.endswith(("/", os.sep)) else Path(prefix).parent
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DeployResError(f"no files match {text}; check the pattern (quote it so the shell does not expand it)")
+        return ImageList(text, files, [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files])
+    if labelled is None:
+        labelled = path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+    if labelled:
+        classes, order = _labelled_order(path)
+        files = [file for _, file in order]
+        return ImageList(text, files, [f.relative_to(path).as_posix() for f in files], [label for label, _ in order], classes)
+    files = _image_files(path)
+    return ImageList(text, files, [f.relative_to(path).as_posix() for f in files])
+
+
+def _parquet_list(path: Path) -> ImageList:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DeployResError("reading a .parquet list of images needs pyarrow: pip install 'deployres[ray]' (or pyarrow)") from None
+    if not path.is_file():
+        raise DeployResError(f"image list {path} does not exist; pass a folder, a glob or a .parquet file with a 'path' column")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises its own types for every kind of bad file
+        raise DeployResError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0][:200]}") from None
+    if "path" not in table.column_names:
+        raise DeployResError(f"{path.name} has columns {table.column_names}; it needs a string 'path' column (and optionally an integer 'label')")
+    names = [str(p) for p in table.column("path").to_pylist()]
+    if not names:
+        raise DeployResError(f"{path.name} lists no images")
+    files = [Path(n) if Path(n).is_absolute() else path.parent / n for n in names]
+    labels = None
+    if "label" in table.column_names:
+        labels = table.column("label").to_pylist()
+        if any(not isinstance(label, int) or label < 0 for label in labels):
+            raise DeployResError(f"{path.name}: the 'label' column must hold non-negative integers for every row")
+    return ImageList(str(path), files, names, labels)
+
+
+def decode_images(files: Sequence[Path], names: Sequence[str], pre: Preprocessing, skip_bad: bool = False,
+                  source: str | os.PathLike = "the data") -> tuple[np.ndarray | None, list[int], list[str]]:
+    """Decode and preprocess ``files``: ``(arrays (M, C, H, W) or None, kept positions, skipped names)``.
+
+    A file that fails to decode is an error naming it (as every loader here
+    does) unless ``skip_bad``; then it is left out and listed.
+    """
+    arrays, kept, bad = [], [], []
+    for position, (path, name) in enumerate(zip(files, names)):
+        try:
+            image = _decode(Path(path))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            bad.append((name, _why(exc)))
+            continue
+        arrays.append(preprocess_image(image, pre))
+        kept.append(position)
+    if bad and not skip_bad:
+        raise _bad_files_error(Path(source), bad)
+    return (np.stack(arrays) if arrays else None), kept, [name for name, _ in bad]
 
 
 # --------------------------------------------------------------------------- array files
@@ -257,6 +375,16 @@ def _check_shape(array: np.ndarray, path: Path, input_shape: Sequence[int | None
         want = ", ".join("?" if d is None else str(d) for d in expected)
         raise DeployResError(f"{path.name} has shape {tuple(array.shape)}; the model input {input_name!r} expects (N, {want})")
     return array
+
+
+def check_finite(array: np.ndarray, source: str) -> None:
+    """A one-line error if a float ``array`` of samples (N, ...) holds NaN or Inf: no input is ever meant to."""
+    if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+        return
+    finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim > 1 else np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DeployResError(f"{source}: {bad.size} of {array.shape[0]} samples hold NaN or Inf (first: sample {bad[0]}); inputs must be finite numbers")
 
 
 def load_array_file(
@@ -311,8 +439,25 @@ def load_array_file(
     if count is not None:
         array = array[:count]
         labels = None if labels is None else labels[:count]
+    check_finite(array, path.name)
     names = [f"{path.name}[{i}]" for i in range(array.shape[0])]
     return Samples(np.ascontiguousarray(array), labels, names, None, str(path))
+
+
+def check_source(source: str | os.PathLike, count: int | None = None, what: str = "data") -> None:
+    """Fail now, in one line, if ``source`` cannot hold ``count`` samples: it is missing, an empty folder,
+    a folder with fewer files than ``count``, or a file that is not ``.npy``/``.npz``. Cheap (nothing is
+    decoded): stages call it before any work starts, so a bad ``--calib-data`` is not found after an export."""
+    path = Path(source)
+    if path.suffix in ARRAY_SUFFIXES and not path.is_dir():
+        if not path.is_file():
+            raise DeployResError(f"{what} file {path} does not exist; pass a folder of images or a .npy/.npz file")
+        return
+    if path.is_file():
+        raise DeployResError(f"{path} is a file but not .npy/.npz; pass a folder of images or a .npy/.npz array file")
+    files = _image_files(path)
+    if count is not None and len(files) < count:
+        raise DeployResError(f"{what} folder {path} holds {len(files)} files, fewer than the {count} samples asked for; add images or ask for fewer samples")
 
 
 def load_inputs(

@@ -1,0 +1,250 @@
+"""``infer``: score a collection of images with a built engine, into a Parquet file.
+
+Every image goes through the engine with the preprocessing its manifest
+records (:func:`deploy_res.data.preprocess_image`), in batches of ``batch``
+images in the loader's order (:mod:`deploy_res.scale.work`). One row per
+image, in that order:
+
+========================  ==================================================
+``path``                  the image as named by the source (relative to the
+                          folder or glob root, or as the Parquet list says)
+``label``                 class index from a folder of class sub-folders or a
+                          Parquet ``label`` column; null otherwise
+``label_name``            the class sub-folder's name; null otherwise
+``top_k_indices``         list of ``top_k`` class indices, best first (ties:
+                          lower index first)
+``top_k_scores``          their softmax probabilities (float32)
+========================  ==================================================
+
+The file is written atomically with a manifest beside it
+(``PREDICTIONS.parquet.json``: the engine and its sha256, the data, the
+settings, the images skipped): an interrupt leaves no partial file. With
+``ray=True`` the batches run on Ray Data actors (:mod:`deploy_res.scale.ray_data`)
+and the file is the same, row for row.
+
+An engine whose validation result (``<engine>.validation.json``, written by
+``deployres validate``, for this very file) says FAILED is refused unless
+``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from deploy_res.core.artifacts import file_record, lineage, read_manifest, write_artifact
+from deploy_res.core.errors import DeployResError
+from deploy_res.models import Preprocessing
+
+DEFAULT_TOP_K = 5
+DEFAULT_BATCH = 8
+ProgressCallback = Callable[[int, int], None]
+"""``progress(images done, images in all)``, called after each batch."""
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices int64 [N, k], softmax scores float32 [N, k])`` of each row's ``k`` best classes."""
+    scores = np.asarray(logits, dtype=np.float64).reshape(logits.shape[0], -1)
+    k = min(k, scores.shape[1])
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")[:, :k]
+    shifted = np.exp(scores - np.max(scores, axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    return order.astype(np.int64), np.take_along_axis(probabilities, order, axis=1).astype(np.float32)
+
+
+class InferWorker:
+    """One engine session: ``worker(arrays, labels, names)`` -> that batch's prediction columns."""
+
+    def __init__(self, engine: str, top_k: int = DEFAULT_TOP_K, threads: Optional[int] = None) -> None:
+        from deploy_res.engines import backend_of, load_engine
+
+        options = {"threads": threads} if threads and backend_of(engine) == "onnxruntime" else {}
+        self.runner = load_engine(engine, **options)
+        self.info = self.runner.inputs[0]
+        self.k = top_k
+        self.dtype = np.dtype(self.info.dtype) if self.info.dtype in ("float32", "float16") else np.float32
+
+    def logits(self, arrays: np.ndarray) -> np.ndarray:
+        return next(iter(self.runner.run({self.info.name: arrays.astype(self.dtype)}).values())).astype(np.float32)
+
+    def __call__(self, arrays: np.ndarray, labels: Optional[np.ndarray], names: list[str]) -> dict[str, Any]:
+        indices, scores = top_k(self.logits(arrays), self.k)
+        return {"path": names, "label": None if labels is None else labels.tolist(), "top_k_indices": indices, "top_k_scores": scores}
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def validation_status(engine: Path) -> Optional[dict[str, Any]]:
+    """The validation result recorded for this exact engine file, or None when there is none.
+
+    Looks at ``<engine>.validation.json`` (``deployres validate``'s default
+    output) and a ``validation`` block in the engine's manifest; a result
+    for other bytes (sha256 differs) does not count.
+    """
+    sha = None
+    for path in (engine.with_name(engine.name + ".validation.json"),):
+        if not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        sha = sha or file_record(engine)["sha256"]
+        if result.get("artifact_sha256") == sha and "passed" in result:
+            return {"passed": bool(result["passed"]), "source": str(path), "failed": result.get("failed", [])}
+    block = (read_manifest(engine) or {}).get("validation")
+    if isinstance(block, dict) and "passed" in block:
+        return {"passed": bool(block["passed"]), "source": f"{engine.name}.json", "failed": block.get("failed", [])}
+    return None
+
+
+def _schema(pa):
+    return pa.schema([
+        ("path", pa.string()),
+        ("label", pa.int64()),
+        ("label_name", pa.string()),
+        ("top_k_indices", pa.list_(pa.int64())),
+        ("top_k_scores", pa.list_(pa.float32())),
+    ])
+
+
+def _table(pa, result: dict[str, Any], class_names: Optional[list[str]]):
+    labels = result["label"]
+    names = None if labels is None or class_names is None else [class_names[i] if 0 <= i < len(class_names) else None for i in labels]
+    n = len(result["path"])
+    return pa.table({
+        "path": pa.array(result["path"], pa.string()),
+        "label": pa.array(labels if labels is not None else [None] * n, pa.int64()),
+        "label_name": pa.array(names if names is not None else [None] * n, pa.string()),
+        "top_k_indices": pa.array(list(result["top_k_indices"]), pa.list_(pa.int64())),
+        "top_k_scores": pa.array(list(result["top_k_scores"]), pa.list_(pa.float32())),
+    }, schema=_schema(pa))
+
+
+def infer(
+    engine: str | Path,
+    data: str | Path,
+    output: str | Path,
+    top_k: int = DEFAULT_TOP_K,
+    batch: Optional[int] = None,
+    skip_bad: bool = False,
+    force: bool = False,
+    ray: bool = False,
+    ray_address: Optional[str] = None,
+    actors: Optional[int] = None,
+    ray_cpus: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    on_note: Optional[Callable[[str], None]] = None,
+) -> dict[str, Any]:
+    """Predict the ``top_k`` classes of every image in ``data``; write them to ``output`` (Parquet).
+
+    ``data``: a folder (class sub-folders give labels), a glob pattern, or a
+    ``.parquet`` list with a ``path`` column (:func:`deploy_res.data.list_images`).
+    Defaults: top 5; batches of the manifest's optimal batch size (else 8);
+    an undecodable image is an error naming it unless ``skip_bad``; an engine
+    that failed validation is refused unless ``force``; in this process
+    unless ``ray`` (a new local cluster of ``ray_cpus`` CPUs, default all,
+    or the cluster at ``ray_address``; ``actors`` default from
+    :func:`deploy_res.scale.ray_data.plan_actors`). Returns a summary.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DeployResError("infer writes Parquet and needs pyarrow: pip install 'deployres[ray]' (or pyarrow)") from None
+    from deploy_res.data import list_images
+    from deploy_res.scale.work import load_batch, plan_batches
+
+    engine, output = Path(engine), Path(output)
+    if not engine.is_file():
+        raise DeployResError(f"engine {engine} not found")
+    if top_k < 1:
+        raise DeployResError(f"--top-k {top_k}: must be at least 1")
+    if output.suffix != ".parquet":
+        raise DeployResError(f"output {output} must end in .parquet")
+    if output.is_dir():
+        raise DeployResError(f"output {output} is a folder; name a .parquet file")
+    if not output.parent.is_dir():
+        raise DeployResError(f"output folder {output.parent} does not exist; create it first")
+    manifest = read_manifest(engine) or {}
+    status = validation_status(engine)
+    if status is not None and not status["passed"] and not force:
+        why = "; ".join(status["failed"][:2]) or "see the result file"
+        raise DeployResError(f"{engine.name} FAILED validation ({status['source']}: {why}); fix or rebuild it, or pass --force to use it anyway")
+    if not manifest.get("preprocessing"):
+        raise DeployResError(f"{engine.name} has no manifest with preprocessing; build it with `deployres build-engine` from a deployres export")
+    pre = Preprocessing.from_dict(manifest["preprocessing"])
+    batch = batch or int((manifest.get("batch_range") or {}).get("opt") or DEFAULT_BATCH)
+    images = list_images(data)
+    batches = plan_batches(batch, images)
+    total = len(images)
+    start = time.perf_counter()
+    skipped: list[str] = []
+    done = 0
+    execution: dict[str, Any] = {"mode": "ray" if ray else "in-process", "batch": batch}
+
+    def note(text: str) -> None:
+        if on_note is not None:
+            on_note(text)
+
+    with write_artifact(output) as pending:
+        writer = pq.ParquetWriter(str(pending.path), _schema(pa))
+        try:
+            def emit(result, batch_skipped, size):
+                nonlocal done
+                if result is not None:
+                    writer.write_table(_table(pa, result, images.class_names))
+                skipped.extend(batch_skipped)
+                done += size
+                if progress is not None:
+                    progress(done, total)
+
+            if ray:
+                from deploy_res.scale.ray_data import ray_session, run_on_ray
+
+                def on_plan(plan):
+                    execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus, address=ray_address or "local")
+                    note(f"Ray: {plan.describe()}")
+
+                with ray_session(ray_address, ray_cpus):
+                    pending_results: dict[int, tuple[Any, list[str]]] = {}
+                    following = 0  # rows are written in batch order, as in-process
+                    for index, result, batch_skipped in run_on_ray(batches, InferWorker, {"engine": str(engine.resolve()), "top_k": top_k},
+                                                                   pre, skip_bad, str(data), actors, on_plan):
+                        pending_results[index] = (result, batch_skipped)
+                        while following in pending_results:
+                            result, batch_skipped = pending_results.pop(following)
+                            emit(result, batch_skipped, len(batches[following]))
+                            following += 1
+            else:
+                worker = InferWorker(str(engine), top_k)
+                try:
+                    for work in batches:
+                        arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
+                        emit(worker(arrays, labels, names) if arrays is not None else None, batch_skipped, len(work))
+                finally:
+                    worker.close()
+        finally:
+            writer.close()
+        predicted = total - len(skipped)
+        if predicted == 0:
+            raise DeployResError(f"{data} holds no decodable images; nothing to predict")
+        seconds = time.perf_counter() - start
+        pending.set_manifest("infer", {
+            **lineage(manifest),
+            "inputs": {"engine": file_record(engine), "data": str(data)},
+            "settings": {"top_k": top_k, "batch": batch, "skip_bad_files": skip_bad, "force": force},
+            "validation": status,
+            "images": predicted,
+            "skipped": skipped,
+            "class_names": images.class_names,
+            "execution": execution,
+            "seconds": round(seconds, 2),
+        })
+    return {"output": str(output), "images": predicted, "skipped": skipped, "seconds": seconds,
+            "images_per_s": predicted / seconds if seconds > 0 else 0.0, "execution": execution, "validation": status}
