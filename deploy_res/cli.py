@@ -169,8 +169,10 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @cli.command("build-engine")
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder (default: beside the input).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime (CPU).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt"]), default="auto",
+              help="auto: TensorRT with a GPU and TensorRT; on a CPU, ONNX Runtime or OpenVINO, whichever is measured faster at build (BF16: OpenVINO).")
 @click.option("--fp16", is_flag=True, help="FP16-typed ONNX (inputs/outputs stay FP32).")
+@click.option("--bf16", is_flag=True, help="BF16 OpenVINO engine from the float graph (CPUs with AVX512_BF16 or AMX).")
 @click.option("--int8", is_flag=True, help="INT8 Q/DQ from calibration on --calib-data.")
 @click.option("--calib-data", type=click.Path(), help="Folder of images, or .npy/.npz arrays, for INT8 calibration.")
 @click.option("--calib-samples", default=128, type=click.IntRange(1), help="Calibration samples to use.")
@@ -182,6 +184,8 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @click.option("--target-agreement", type=click.FloatRange(0, 1), help="INT8: leave the most sensitive layers in FP32 until top-1 agreement with FP32 reaches this.")
 @click.option("--fallback-layers", type=click.IntRange(0), help="INT8: leave this many of the most sensitive layers in FP32.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="ONNX Runtime device.")
+@click.option("--threads", type=click.IntRange(1), help="OpenVINO inference threads, recorded in the engine [default: OpenVINO's].")
+@click.option("--perf-hint", type=click.Choice(["latency", "throughput"]), help="OpenVINO performance hint [default: latency].")
 @click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Preprocessing for an ONNX file without a manifest.")
 @click.option("--mean", callback=_float_triple, help="Preprocessing mean for an ONNX file without a manifest.")
 @click.option("--std", callback=_float_triple, help="Preprocessing std for an ONNX file without a manifest.")
@@ -190,9 +194,9 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @click.option("--opt-level", type=click.IntRange(0, 5), help="TensorRT builder optimisation level [default: 3].")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file [default: <output>/tensorrt.timing.cache].")
 @pass_ctx
-def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int8, calib_data, calib_samples, calib_method, skip_bad_files,
-                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, target_agreement, fallback_layers, device, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
-    """Build an engine from ONNX_FILE at FP32, FP16 or INT8."""
+def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, bf16, int8, calib_data, calib_samples, calib_method, skip_bad_files,
+                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, target_agreement, fallback_layers, device, threads, perf_hint, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
+    """Build an engine from ONNX_FILE at FP32, BF16, FP16 or INT8."""
     from deploy_res.build import build_engine
     from deploy_res.models import Preprocessing
 
@@ -202,17 +206,19 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, int
         raise DeployResError("give --target-agreement or --fallback-layers, not both")
     if fp16 and int8:
         raise DeployResError("--fp16 and --int8 together: neither backend here takes a mixed FP16/INT8 ONNX yet; choose one")
+    if bf16 and (fp16 or int8):
+        raise DeployResError("--bf16 goes alone: choose one of --bf16, --fp16, --int8")
     preprocessing = None
     if input_size or mean or std or crop_pct:
         base = Preprocessing()
         preprocessing = Preprocessing(input_size or base.input_size, mean or base.mean, std or base.std, crop_pct or base.crop_pct)
     result = build_engine(
-        onnx_file, output_dir, backend=backend, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+        onnx_file, output_dir, backend=backend, precision="int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "fp32",
         calib_data=calib_data, calib_samples=calib_samples, calib_method=calib_method, skip_bad=skip_bad_files,
         fp16_keep_op_types=_names(fp16_keep_op_types), fp16_keep_nodes=_names(fp16_keep_nodes) or (),
         onnx_only=onnx_only, target_agreement=target_agreement, fallback_layers=fallback_layers, device=device, preprocessing=preprocessing,
         workspace_bytes=workspace_mb * (1 << 20) if workspace_mb else None, optimization_level=opt_level,
-        timing_cache=timing_cache, quiet=ctx.quiet, console=ctx.console,
+        timing_cache=timing_cache, threads=threads, perf_hint=perf_hint, quiet=ctx.quiet, console=ctx.console,
     )
     for note in result.notes:
         ctx.console.print(f"[dim]{note}[/]")
@@ -340,24 +346,26 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
 @click.option("-o", "--output", "output_dir", default="out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--int8", is_flag=True, help="Also build, validate and profile an INT8 engine.")
 @click.option("--fp16", is_flag=True, help="Also build, validate and profile an FP16 engine.")
+@click.option("--bf16", is_flag=True, help="Also build, validate and profile a BF16 engine (OpenVINO; CPUs with AVX512_BF16 or AMX).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint [default: BatchNorm re-estimated on real photos].")
 @click.option("--calib-data", type=click.Path(exists=True), help="INT8 calibration images/arrays [default: crops of scikit-image's sample photos].")
 @click.option("--calib-samples", default=128, type=click.IntRange(1), help="Calibration samples.")
 @click.option("--fallback-layers", type=click.IntRange(0), help="INT8: leave this many of the most sensitive layers in FP32.")
 @click.option("--target-agreement", type=click.FloatRange(0, 1), help="INT8: leave sensitive layers in FP32 until top-1 agreement with FP32 reaches this.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", help="Engine backend.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt"]), default="auto",
+              help="Engine backend; auto on a CPU: ONNX Runtime or OpenVINO per precision, whichever is measured faster.")
 @click.option("--batch", "batches", default="1,8", callback=lambda c, p, v: _batch_list(c, p, v), help="Batch sizes to profile.")
 @click.option("--duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size.")
 @click.option("--no-torch", is_flag=True, help="Leave the PyTorch original out of the comparison.")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", help="torch.onnx exporter.")
 @click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Input C,H,W (default: the zoo's).")
 @pass_ctx
-def run_command(ctx: Context, model, output_dir, int8, fp16, weights, calib_data, calib_samples, fallback_layers, target_agreement, backend, batches, duration_s, no_torch, exporter, input_size) -> None:
-    """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16), validate, profile."""
+def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, weights, calib_data, calib_samples, fallback_layers, target_agreement, backend, batches, duration_s, no_torch, exporter, input_size) -> None:
+    """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16/BF16), validate, profile."""
     from deploy_res.pipeline import run_pipeline
     from deploy_res.reports import rich_table
 
-    precisions = ["fp32"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
+    precisions = ["fp32"] + (["fp16"] if fp16 else []) + (["bf16"] if bf16 else []) + (["int8"] if int8 else [])
     counter = iter(range(1, 100))
     if (fallback_layers is not None or target_agreement is not None) and not int8:
         raise DeployResError("--fallback-layers and --target-agreement go with --int8")

@@ -130,7 +130,8 @@ def runtime_precisions(compiled) -> dict[str, Any]:
         if not precision or layer in ("Input", "Output", "Parameter", "Result", "Const", "Constant"):
             continue
         counts.setdefault(layer, Counter())[precision.lower()] += 1
-    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    hint = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
     conv = counts.get("Convolution", Counter())
     return {"inference_precision_hint": hint, "convolution": dict(conv), "by_layer_type": {k: dict(v) for k, v in sorted(counts.items())}}
 
