@@ -7,6 +7,7 @@ exit; Ctrl-C exits 130 with nothing half-written (the API writes atomically).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Optional
 
@@ -226,11 +227,38 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, bf1
         click.echo(f"wrote {item['path']} ({item['bytes'] / 1e6:.1f} MB, {item['precision']}, {item['seconds']:.1f} s)")
 
 
+def _ray_options(command):
+    """``--ray``, ``--ray-address``, ``--actors``, ``--ray-cpus``: run the batches on Ray Data (deploy_res.scale.ray_data)."""
+    for option in reversed((
+        click.option("--ray", is_flag=True, help="Shard the work over Ray Data actors on a new local cluster (pip install 'deployres[ray]')."),
+        click.option("--ray-address", help="Join this Ray cluster instead (ray://HOST:10001 or HOST:6379; implies --ray)."),
+        click.option("--actors", type=click.IntRange(1), help="With --ray: inference actors [default: one per GPU, else one per CPU left after decoding]."),
+        click.option("--ray-cpus", type=click.IntRange(1), help="With --ray: CPUs of the local cluster [default: all of this machine's]."),
+    )):
+        command = option(command)
+    return command
+
+
+@contextlib.contextmanager
+def _progress(ctx: Context, label: str):
+    """A progress bar over images; yields the ``progress(done, total)`` callback the API takes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeRemainingColumn(),
+                  console=ctx.console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 @cli.command("validate")
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--reference", help="Zoo name, package.module:factory or FP32 .onnx to compare with [default: the manifest's PyTorch model].")
 @click.option("--reference-weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --reference MODEL.")
-@click.option("--data", type=click.Path(exists=True), help="Image folder (sub-folders = classes for accuracy) or .npy/.npz [default: seeded random inputs].")
+@click.option("--data", type=click.Path(), help="Image folder (sub-folders = classes for accuracy), glob, .parquet list of paths, or .npy/.npz [default: seeded random inputs].")
 @click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
 @click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
 @click.option("--max-rel-error", type=float, help="Limit on max |error| / max |reference| [default: per precision].")
@@ -241,21 +269,54 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, bf1
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
 @click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
+@click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
+@_ray_options
 @pass_ctx
 def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
-                     min_top1_agreement, max_top1_drop, json_path, per_layer, top) -> None:
+                     min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, ray, ray_address, actors, ray_cpus) -> None:
     """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
     from deploy_res.validation import validate
 
     overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
                  "cosine_mean": min_mean_cosine, "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
-    with ctx.console.status(f"validating {artifact}"):
-        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer)
+    with _progress(ctx, f"validating {Path(artifact).name}") as progress:
+        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer,
+                          skip_bad=skip_bad_files, ray=ray or bool(ray_address), ray_address=ray_address, actors=actors, ray_cpus=ray_cpus,
+                          progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
+    if result["inputs"].get("skipped"):
+        ctx.console.print(f"skipped {len(result['inputs']['skipped'])} undecodable file(s): {', '.join(result['inputs']['skipped'][:5])}")
     _print_validation(ctx, result)
     if per_layer:
         _print_sensitivity(ctx, result["sensitivity"], top)
     if not result["passed"]:
         raise ValidationFailed(f"{Path(artifact).name} FAILED validation: {'; '.join(result['failed'])}")
+
+
+@cli.command("infer")
+@click.argument("engine", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(), help="Image folder (sub-folders = classes give labels), glob (quoted), or .parquet list with a 'path' column.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Predictions file (.parquet), written atomically with a manifest beside it.")
+@click.option("--top-k", default=5, type=click.IntRange(1), help="Classes kept per image.")
+@click.option("--batch", type=click.IntRange(1), help="Images per engine run [default: the manifest's optimal batch, else 8].")
+@click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the manifest) instead of stopping.")
+@click.option("--force", is_flag=True, help="Use an engine whose validation FAILED.")
+@_ray_options
+@pass_ctx
+def infer_command(ctx: Context, engine, data, output, top_k, batch, skip_bad_files, force, ray, ray_address, actors, ray_cpus) -> None:
+    """Predict the top-k classes of every image in --data with ENGINE into a Parquet file."""
+    from deploy_res.infer import infer
+
+    with _progress(ctx, f"infer {Path(engine).name}") as progress:
+        result = infer(engine, data, output, top_k=top_k, batch=batch, skip_bad=skip_bad_files, force=force, ray=ray or bool(ray_address),
+                       ray_address=ray_address, actors=actors, ray_cpus=ray_cpus, progress=progress,
+                       on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
+    if result["validation"] is None:
+        ctx.console.print(f"[yellow]note:[/] {Path(engine).name} has no validation result; run `deployres validate {engine} --data ...` to check it")
+    elif not result["validation"]["passed"]:
+        ctx.console.print(f"[yellow]warning:[/] {Path(engine).name} FAILED validation; used because of --force")
+    if result["skipped"]:
+        ctx.console.print(f"skipped {len(result['skipped'])} undecodable file(s): {', '.join(result['skipped'][:5])}")
+    ctx.console.print(f"wrote {result['output']} ({result['images']} images, {result['images_per_s']:.1f} img/s, {result['execution']['mode']}) + {Path(result['output']).name}.json")
 
 
 def _print_sensitivity(ctx: Context, sensitivity: dict, top: int) -> None:
