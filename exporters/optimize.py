@@ -36,6 +36,7 @@ from deploy_res.exporters.passes import (
     cleanup,
     find_residual_adds,
     fold_batchnorm,
+    fold_into_conv,
     fold_residual_scale,
     fuse_residual_ort,
     prepare_residual_tensorrt,
@@ -47,6 +48,7 @@ DEFAULT_TARGET = "onnxruntime"
 PASSES: dict[str, Callable[[gs.Graph], PassResult]] = {
     "cleanup": cleanup,
     "fold_batchnorm": fold_batchnorm,
+    "fold_into_conv": fold_into_conv,
     "fold_residual_scale": fold_residual_scale,
     "fuse_residual_ort": fuse_residual_ort,
     "prepare_residual_tensorrt": prepare_residual_tensorrt,
@@ -54,9 +56,9 @@ PASSES: dict[str, Callable[[gs.Graph], PassResult]] = {
 """Pass name -> function. Looked up at every run, so a test can swap one in."""
 
 PIPELINES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("cleanup", "fold_batchnorm", "fold_residual_scale", "fuse_residual_ort", "cleanup"),
-    "tensorrt": ("cleanup", "fold_batchnorm", "fold_residual_scale", "prepare_residual_tensorrt", "cleanup"),
-    "portable": ("cleanup", "fold_batchnorm", "cleanup"),
+    "onnxruntime": ("cleanup", "fold_batchnorm", "fold_residual_scale", "fold_into_conv", "fuse_residual_ort", "cleanup"),
+    "tensorrt": ("cleanup", "fold_batchnorm", "fold_residual_scale", "fold_into_conv", "prepare_residual_tensorrt", "cleanup"),
+    "portable": ("cleanup", "fold_batchnorm", "fold_into_conv", "cleanup"),
 }
 
 DEFAULT_RTOL = 1e-4

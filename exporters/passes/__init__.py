@@ -6,6 +6,7 @@ See :mod:`deploy_res.exporters.optimize` for the runner that checks every pass n
 from deploy_res.exporters.passes._common import PassResult
 from deploy_res.exporters.passes.cleanup import cleanup
 from deploy_res.exporters.passes.fold_batchnorm import fold_batchnorm
+from deploy_res.exporters.passes.fold_into_conv import fold_into_conv
 from deploy_res.exporters.passes.residual import find_residual_adds, fold_residual_scale, fuse_residual_ort, prepare_residual_tensorrt
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "cleanup",
     "find_residual_adds",
     "fold_batchnorm",
+    "fold_into_conv",
     "fold_residual_scale",
     "fuse_residual_ort",
     "prepare_residual_tensorrt",

@@ -16,19 +16,28 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from deploy_res.exporters.passes import simplify
 from deploy_res.exporters.passes._common import PassResult, detach, is_standard, label, producer, replace_uses, same_shape
 
 FOLD_SIZE_LIMIT = 64 << 20
 """Constants larger than this (bytes) are not materialised by folding (an Expand could blow a model up)."""
+MAX_ROUNDS = 8
+"""Fold / infer rounds at most: each round can make shapes static that the next one folds."""
 
 
 def cleanup(graph: gs.Graph) -> PassResult:
     """Run every cleanup step; ``details`` counts each kind of change.
 
     Steps: Identity/Dropout removal, CastLike -> Cast where the target type
-    is known, constant folding (ONNX Runtime), removal of same-type Casts and
-    shape-preserving Expands, duplicate initializers merged, dead nodes
-    removed. Graph inputs and output names are never changed.
+    is known, then until nothing changes (at most :data:`MAX_ROUNDS` rounds,
+    shapes inferred again between rounds): ``Shape``/``Shape -> Gather``/
+    ``Shape -> Slice`` of static dimensions folded, constant folding (ONNX
+    Runtime), removal of no-ops (same-type Casts, identity Transposes,
+    shape-preserving Expands/Reshapes/Squeezes), Reshape targets built from
+    the input's own dynamic dimensions made constant, ``Transpose`` pairs
+    merged or cancelled, duplicate nodes computed once; last, duplicate
+    initializers merged and dead nodes removed. Graph inputs and output
+    names are never changed. See :mod:`deploy_res.exporters.passes.simplify`.
     """
     result = PassResult(details={})
     before = len(graph.nodes)
@@ -37,9 +46,29 @@ def cleanup(graph: gs.Graph) -> PassResult:
     result.details["identity_dropout_removed"] = _remove_passthrough(graph, result)
     result.details["castlike_to_cast"] = _castlike_to_cast(graph)
     lowered = _lower_constant_nodes(graph)
-    result.details["shapes_folded"] = _fold_shapes(graph)
-    result.details["nodes_folded"] = lowered + _fold_constants(graph, result)
-    result.details["noops_removed"] = _remove_noops(graph)
+    for key in ("shapes_folded", "nodes_folded", "noops_removed", "reshape_dims_copied", "transposes_merged", "duplicate_nodes"):
+        result.details[key] = 0
+    result.details["nodes_folded"] = lowered
+    for _ in range(MAX_ROUNDS):
+        reshaped = {
+            "shapes_folded": _fold_shapes(graph) + simplify.fold_shape_slices(graph),
+            "nodes_folded": _fold_constants(graph, result),
+            "noops_removed": _remove_noops(graph),
+            "reshape_dims_copied": simplify.reshape_copy_dims(graph, result),
+            "transposes_merged": simplify.merge_transposes(graph, result),
+        }
+        kept = {
+            "identity_dropout_removed": _remove_passthrough(graph, result),
+            "duplicate_nodes": simplify.merge_duplicates(graph, result),
+        }
+        for key, count in {**reshaped, **kept}.items():
+            result.details[key] += count
+        if not any(reshaped.values()) and not any(kept.values()):
+            break
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        if any(reshaped.values()):
+            simplify.infer_shapes(graph)  # what folding made static may let the next round fold more
+    result.skipped = list(dict.fromkeys(result.skipped))  # a reason repeated by later rounds counts once
     result.details["duplicate_initializers"] = _dedupe_initializers(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     result.changed = sum(result.details.values())
@@ -192,6 +221,8 @@ def _remove_noops(graph: gs.Graph) -> int:
             same = _expand_is_noop(x.shape, node.inputs[1].values)
         elif is_standard(node, "Reshape") or is_standard(node, "Squeeze"):
             same = x.shape is not None and all(isinstance(dim, int) for dim in x.shape) and same_shape(x, y)
+        elif is_standard(node, "Transpose"):
+            same = simplify.is_identity_transpose(node)
         else:
             continue
         if not same:
