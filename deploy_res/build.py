@@ -25,11 +25,11 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import onnx
 
-from deploy_res.core.artifacts import ensure_output_dir, file_record, lineage, read_manifest, write_manifest
+from deploy_res.core.artifacts import (ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest, verify_record, write_manifest)
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.engines import get_backend
@@ -65,26 +65,39 @@ def pass_target(backend: str, precision: str) -> str:
     return "onnxruntime" if precision == "fp32" else "portable"
 
 
-def _prepared_graph(source: Path, target: str, folder: Path, quiet_status) -> Path:
-    """The float graph with ``target``'s passes applied: the input itself if it already is, else optimised now."""
+def _prepared_graph(source: Path, target: str, folder: Path, quiet_status, notes: Optional[list[str]] = None,
+                    input_shapes: Optional[Mapping] = None) -> Path:
+    """The float graph with ``target``'s passes applied: the input itself if it already is, else optimised now.
+
+    Nothing is reused on its manifest's word: an optimised input must still be the file its manifest
+    recorded (else a one-line error), the raw export it names must match the sha256 recorded for it, and a
+    prepared graph left by an earlier build is reused only when both it and its input match their recorded
+    sha256; otherwise it is rebuilt (and ``notes`` says so).
+    """
     from deploy_res.optimize import optimize_file
 
     manifest = read_manifest(source) or {}
-    if manifest.get("stage") == "optimize" and manifest.get("settings", {}).get("target") == target:
-        return source
-    if manifest.get("stage") == "optimize":  # optimised for another target: start again from its input
-        raw = Path(manifest.get("inputs", {}).get("onnx", {}).get("path", ""))
+    if manifest.get("stage") == "optimize":
+        verify_record(source, manifest.get("artifact"), "optimised ONNX",
+                      f"re-run `deployres optimize`, or delete the stale {manifest_path(source).name} to build from the file as it is")
+        if manifest.get("settings", {}).get("target") == target:
+            return source
+        # optimised for another target: start again from its input
+        raw_record = manifest.get("inputs", {}).get("onnx", {})
+        raw = Path(raw_record.get("path", ""))
         if not raw.is_file():
             raise DeployResError(f"{source.name} is optimised for {manifest['settings']['target']}, this build needs {target}; pass the raw export instead")
-        source = raw
+        source = verify_record(raw, raw_record, "raw export", f"it is not what {source.name} was optimised from; pass the raw export itself")
     stem = model_stem(source)
     output = folder / (f"{stem}.opt.onnx" if target == "onnxruntime" else f"{stem}.{target}.opt.onnx")
     existing = read_manifest(output) if output.is_file() else None
-    if existing and existing.get("inputs", {}).get("onnx", {}).get("sha256") == file_record(source)["sha256"] \
-            and existing.get("settings", {}).get("target") == target:
-        return output
+    if existing and existing.get("settings", {}).get("target") == target and matches_record(source, existing.get("inputs", {}).get("onnx")):
+        if matches_record(output, existing.get("artifact")):
+            return output
+        if notes is not None:
+            notes.append(f"{output.name} differs from the sha256 its manifest recorded: rebuilt it")
     with quiet_status(f"graph passes for {target}"):
-        optimize_file(source, output, target=target)
+        optimize_file(source, output, target=target, **({"input_shapes": input_shapes} if input_shapes else {}))
     return output
 
 
@@ -117,6 +130,7 @@ def build_engine(
     workspace_bytes: Optional[int] = None,
     optimization_level: Optional[int] = None,
     timing_cache: Optional[str | Path] = None,
+    input_shapes: Optional[Mapping[Optional[str], Sequence[int]]] = None,
     threads: Optional[int] = None,
     perf_hint: Optional[str] = None,
     quiet: bool = False,
@@ -134,6 +148,8 @@ def build_engine(
     works without TensorRT. INT8 with ``target_agreement`` (top-1 agreement
     with the FP32 graph on the calibration samples) or ``fallback_layers``
     leaves the most sensitive layers in FP32 (:mod:`deploy_res.engines.precision.fallback`).
+    ``input_shapes`` (``{input name or None: full shape}``) sizes the graph passes' checks of an ONNX
+    whose non-batch axes are dynamic (default: none, the graph's own shape).
     BF16 is an OpenVINO engine compiled from the float graph (CPUs with
     AVX512_BF16 or AMX only). ``threads`` and ``perf_hint`` (``latency`` or
     ``throughput``) are OpenVINO settings recorded in its manifest [default:
@@ -169,9 +185,10 @@ def build_engine(
     manifest_in = read_manifest(source) or {}
     start = time.perf_counter()
     target = pass_target(backend_name, precision)
-    prepared = _prepared_graph(source, target, folder, status)
+    notes: list[str] = []
+    prepared = _prepared_graph(source, target, folder, status, notes, input_shapes)
     stem = model_stem(source)
-    result = BuildEngineResult(prepared, None, backend_name, precision)
+    result = BuildEngineResult(prepared, None, backend_name, precision, notes=notes)
     common = {**lineage(manifest_in), **lineage(read_manifest(prepared))}
     if precision == "fp16":
         from deploy_res.engines.precision.fp16 import convert_fp16
@@ -211,9 +228,10 @@ def build_engine(
             result.notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
                                 f"{fallback.agreement_after:.3f} (target {state}), batch-1 latency x{fallback.to_dict()['latency_cost']}")
         calibration = {"method": method, "options": ranges.options, "samples": len(samples), "data": str(calib_data),
-                       "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache,
+                       "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache, "cache_replaced": ranges.replaced,
                        "seconds": round(ranges.seconds, 2)}
-        result.notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}")
+        result.notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}"
+                            + (f" (the file there {ranges.replaced}: recomputed)" if ranges.replaced else ""))
         write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
                        "settings": {"precision": "int8", "target": backend_name}, "calibration": calibration,
                        "fallback": fallback.to_dict() if fallback else None,

@@ -70,6 +70,21 @@ def _int_tuple(count: int, label: str):
     return parse
 
 
+def _input_shapes(_ctx, _param, values):
+    """``--input-shape [NAME:]D0,D1,...`` (repeatable) -> ``{name or None: shape}``; None names the only input."""
+    shapes = {}
+    for value in values or ():
+        name, _, dims = value.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not [NAME:]N,C,H,W (integers separated by commas)") from None
+        if min(shape) < 1:
+            raise click.BadParameter(f"{value!r} must be positive integers, e.g. 1,3,224,224")
+        shapes[name or None] = shape
+    return shapes or None
+
+
 def _float_triple(_ctx, _param, value):
     if value is None:
         return None
@@ -156,13 +171,15 @@ def export_command(ctx: Context, model, output_dir, weights, input_size, batch, 
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output ONNX (default: <input>.opt.onnx beside it).")
 @click.option("--target", type=click.Choice(TARGETS), default="onnxruntime", help="Runtime the passes prepare the graph for.")
 @click.option("--batch", default=2, type=click.IntRange(1), help="Batch size of the numerical checks.")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=_input_shapes,
+              help="[NAME:]N,C,H,W: full input shape of the checks, for an ONNX whose H/W are dynamic; repeatable.")
 @pass_ctx
-def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
+def optimize_command(ctx: Context, onnx_file, output, target, batch, input_shapes) -> None:
     """Fold BatchNorm, fuse residual adds and clean up ONNX_FILE, checking every pass numerically."""
     from deploy_res.optimize import optimize_file, render_report
 
     with ctx.console.status(f"optimising {onnx_file} for {target}"):
-        manifest = optimize_file(onnx_file, output, target=target, batch=batch)
+        manifest = optimize_file(onnx_file, output, target=target, batch=batch, **({"input_shapes": input_shapes} if input_shapes else {}))
     ctx.console.print(render_report(manifest["check"]["passes"]))
     _print_written(ctx, manifest["artifact"]["path"])
 
@@ -194,9 +211,12 @@ def optimize_command(ctx: Context, onnx_file, output, target, batch) -> None:
 @click.option("--workspace-mb", type=click.IntRange(1), help="TensorRT workspace limit [default: 1024].")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="TensorRT builder optimisation level [default: 3].")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file [default: <output>/tensorrt.timing.cache].")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=_input_shapes,
+              help="[NAME:]N,C,H,W: full input shape of the graph passes' checks, for an ONNX whose H/W are dynamic; repeatable.")
 @pass_ctx
 def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, bf16, int8, calib_data, calib_samples, calib_method, skip_bad_files,
-                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, target_agreement, fallback_layers, device, threads, perf_hint, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache) -> None:
+                         fp16_keep_op_types, fp16_keep_nodes, onnx_only, target_agreement, fallback_layers, device, threads, perf_hint, input_size, mean, std, crop_pct, workspace_mb, opt_level, timing_cache,
+                         input_shapes) -> None:
     """Build an engine from ONNX_FILE at FP32, BF16, FP16 or INT8."""
     from deploy_res.build import build_engine
     from deploy_res.models import Preprocessing
@@ -219,7 +239,7 @@ def build_engine_command(ctx: Context, onnx_file, output_dir, backend, fp16, bf1
         fp16_keep_op_types=_names(fp16_keep_op_types), fp16_keep_nodes=_names(fp16_keep_nodes) or (),
         onnx_only=onnx_only, target_agreement=target_agreement, fallback_layers=fallback_layers, device=device, preprocessing=preprocessing,
         workspace_bytes=workspace_mb * (1 << 20) if workspace_mb else None, optimization_level=opt_level,
-        timing_cache=timing_cache, threads=threads, perf_hint=perf_hint, quiet=ctx.quiet, console=ctx.console,
+        timing_cache=timing_cache, input_shapes=input_shapes, threads=threads, perf_hint=perf_hint, quiet=ctx.quiet, console=ctx.console,
     )
     for note in result.notes:
         ctx.console.print(f"[dim]{note}[/]")
@@ -285,6 +305,8 @@ def validate_command(ctx: Context, artifact, reference, reference_weights, data,
                           progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
     if result["inputs"].get("skipped"):
         ctx.console.print(f"skipped {len(result['inputs']['skipped'])} undecodable file(s): {', '.join(result['inputs']['skipped'][:5])}")
+    for note in result.get("notes", []):
+        ctx.console.print(f"[dim]{note}[/]")
     _print_validation(ctx, result)
     if per_layer:
         _print_sensitivity(ctx, result["sensitivity"], top)
@@ -394,12 +416,18 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
                      output_dir=output_dir, layer_iterations=layer_iterations, quiet=ctx.quiet, console=ctx.console)
     # The table is the command's result: printed with --quiet too (which hides the progress bar).
     console = ctx.console if not ctx.quiet else Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    for row in report["artifacts"]:
+        for note in row.get("notes") or []:
+            ctx.console.print(f"[dim]{row['label']}: {note}[/]")
     console.print(rich_table(report))
     paths = report.get("report_paths", {})
     click.echo(f"wrote {paths.get('html')} (+ profile.json, profile.md)")
     if report["status"] == "interrupted":
         click.echo("interrupted: the report covers what was measured before Ctrl-C", err=True)
         sys.exit(130)
+    if not any(row["measured"] for row in report["artifacts"]):
+        first = next((row for row in report["artifacts"] if row.get("error")), None)
+        raise DeployResError("nothing was measured" + (f": {first['label']}: {first['error']}" if first else ""))
 
 
 @cli.command("run")

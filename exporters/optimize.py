@@ -299,7 +299,7 @@ def make_inputs(
                 else:
                     label = dim.dim_param or "?"
                     raise DeployResError(
-                        f"input '{value.name}' has a dynamic axis {axis} ('{label}') besides the batch; give its full shape (input_shapes={{'{value.name}': [...]}})"
+                        f"input '{value.name}' has a dynamic axis {axis} ('{label}') besides the batch; give its full shape: --input-shape {value.name}:N,C,H,W (input_shapes={{'{value.name}': [...]}} in Python)"
                     )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         if np.issubdtype(dtype, np.floating):

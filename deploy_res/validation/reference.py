@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from deploy_res.core.artifacts import verify_record
 from deploy_res.core.errors import DeployResError
 
 
@@ -56,9 +57,13 @@ def resolve_reference(manifest: dict[str, Any], reference: Optional[str], refere
     model = manifest.get("model") if manifest else None
     if not model:
         raise DeployResError("the artifact has no manifest naming its PyTorch model; pass --reference MODEL|FILE.onnx")
-    weights = (model.get("weights") or {}).get("path")
+    record = model.get("weights") or {}
+    weights = record.get("path")
     if weights and not Path(weights).is_file():
         raise DeployResError(f"the manifest's weights {weights} are gone; pass --reference MODEL --reference-weights PATH, or --reference FILE.onnx")
+    if weights:  # the reference is only as good as the checkpoint it is rebuilt from
+        verify_record(weights, record, "checkpoint", "the reference would not be the exported model; re-export from it, "
+                      "or pass --reference MODEL --reference-weights PATH, or --reference FILE.onnx")
     try:
         return _torch_reference(model["source"], weights, int(model.get("init_seed", 0)))
     except DeployResError as exc:

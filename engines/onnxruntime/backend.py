@@ -5,9 +5,10 @@ was built for: at ``ORT_ENABLE_ALL`` the CPU provider rewrites the graph into
 a blocked (NCHWc) layout sized for the CPU's vector width, fuses Conv+Add+Relu
 and pre-packs weights. Saving that graph makes a later session start several
 times faster with the same latency. The manifest records the CPU and ONNX
-Runtime version it was built for; loading on a different one says so and
-re-optimises from the source ONNX instead of running a layout meant for other
-hardware.
+Runtime version it was built for; loading on a different one says so (a note
+on the runner, which validate and profile print and record in their JSON) and
+re-optimises from the source ONNX, once it matches the sha256 the manifest
+recorded, instead of running a layout meant for other hardware.
 
 Providers: the CPU provider by default; ``device="cuda"`` asks for the CUDA
 provider, which onnxruntime-gpu silently drops when its CUDA libraries are
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import platform
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import atomic_path, file_record, read_manifest
+from deploy_res.core.artifacts import atomic_path, file_record, read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, TensorInfo
 
@@ -179,8 +179,8 @@ class OnnxRuntimeBackend:
                 source = Path(manifest.get("source", {}).get("path", ""))
                 if not source.is_file():
                     raise DeployResError(f"{engine_path.name} was built for another CPU or ONNX Runtime and its source {source} is gone; rebuild with `deployres build-engine`")
+                verify_record(source, manifest.get("source"), "engine source", f"{engine_path.name} was built for another CPU or ONNX Runtime; rebuild with `deployres build-engine`")
                 notes.append(f"engine built for {built_for[0].get('model') if built_for[0] else '?'} / ORT {built_for[1]}; this is {here[0]['model']} / ORT {here[1]}: re-optimising from {source.name}")
-                warnings.warn(notes[-1], stacklevel=2)
                 path, level = source, "ORT_ENABLE_ALL"
         else:
             level = "ORT_ENABLE_ALL"

@@ -18,9 +18,14 @@ Python loops: the same thresholds (up to float32 ties between KL scores) about
 Cache: ``calibrate(..., cache_path=...)`` stores the ranges as JSON together
 with their key: the model's sha256, the method and its resolved options, the
 sha256 of the input arrays (so file names, preprocessing and sample choice
-all count), the sample count, the batch size and the library versions. A
-cache is used only when every key field matches; otherwise (or when it is
-unreadable) the ranges are recomputed and the file is replaced atomically.
+all count), the sample count, the batch size and the library versions. The
+cache checks itself: it carries a sha256 over its own content (key, method,
+options, ranges), and every range must be finite with ``low <= high``. A
+cache is used only when every key field matches, its digest holds and its
+ranges are sound; otherwise (or when it is unreadable) the ranges are
+recomputed and the file is replaced atomically, and ``Ranges.replaced`` says
+why the old file was not used. Freshly computed ranges that are not finite
+(NaN or Inf in the calibration data) are an error, never a Q/DQ scale.
 
 Default method, chosen by measurement: ``percentile`` (99.999, ORT's own
 default percentile). ResNet-50, random weights with BatchNorm re-estimated
@@ -83,7 +88,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": False},
 }
 DEFAULT_BATCH_SIZE = 8
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: the cache carries a sha256 over its content
 _KEY_PACKAGES = ("deployres", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy")
 
 
@@ -103,6 +108,8 @@ class Ranges:
     key: dict[str, Any] = field(default_factory=dict)
     from_cache: bool = False
     seconds: float = 0.0
+    replaced: str | None = None
+    """Why an existing cache file was not used (``differs in ...``, ``digest mismatch``...); None when none existed or it was used."""
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
@@ -116,13 +123,14 @@ class Ranges:
         return max(abs(low), abs(high))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "schema": CACHE_SCHEMA,
             "key": self.key,
             "method": self.method,
             "options": self.options,
             "ranges": {name: [low, high] for name, (low, high) in self.tensors.items()},
         }
+        return {**body, "sha256": content_digest(body)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Ranges":
@@ -148,6 +156,22 @@ def data_fingerprint(arrays: np.ndarray) -> str:
     digest = hashlib.sha256(f"{arrays.dtype.str}{arrays.shape}".encode())
     digest.update(memoryview(arrays).cast("B"))
     return digest.hexdigest()
+
+
+def content_digest(body: Mapping[str, Any]) -> str:
+    """sha256 over a cache's content (everything but the digest itself), as canonical JSON."""
+    content = {name: value for name, value in body.items() if name != "sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()).hexdigest()
+
+
+def range_problem(tensors: Mapping[str, tuple[float, float]]) -> str | None:
+    """The first range that cannot become a Q/DQ scale (not finite, or ``low > high``), described; None if all are sound."""
+    for name, (low, high) in tensors.items():
+        if not (np.isfinite(low) and np.isfinite(high)):
+            return f"tensor {name!r} has a non-finite range ({low}, {high})"
+        if low > high:
+            return f"tensor {name!r} has an inverted range ({low}, {high})"
+    return None
 
 
 def resolve_options(method: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -176,34 +200,44 @@ def cache_key(model_sha256: str, method: str, options: Mapping[str, Any], data_s
     }
 
 
-def load_cache(cache_path: str | os.PathLike, key: Mapping[str, Any]) -> Ranges | None:
-    """The cached ranges when ``cache_path`` exists, is readable and its key equals ``key``; else None."""
-    path = Path(cache_path)
+def _read_cache(path: Path, key: Mapping[str, Any]) -> tuple[Ranges | None, str]:
+    """(ranges, "matches") when the cache at ``path`` can serve ``key``, else (None, why not)."""
     if not path.is_file():
-        return None
+        return None, "absent"
     try:
         data = json.loads(path.read_text())
-        if data.get("schema") != CACHE_SCHEMA or data.get("key") != json.loads(json.dumps(dict(key))):
-            return None
+        if not isinstance(data, dict):
+            return None, "unreadable"
+        if data.get("schema") != CACHE_SCHEMA:
+            return None, f"has schema {data.get('schema')}, not {CACHE_SCHEMA}"
+        cached, wanted = data.get("key") or {}, json.loads(json.dumps(dict(key)))
+        differ = [name for name in wanted if not isinstance(cached, dict) or cached.get(name) != wanted[name]]
+        if differ or cached != wanted:
+            return None, "differs in " + (", ".join(differ) or "its key")
+        if data.get("sha256") != content_digest(data):
+            return None, "fails its sha256 check (edited or corrupted)"
         ranges = Ranges.from_json(data)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
-    ranges.from_cache = True
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None, "unreadable"
+    problem = range_problem(ranges.tensors)
+    if problem:
+        return None, f"holds unusable ranges: {problem}"
+    return ranges, "matches"
+
+
+def load_cache(cache_path: str | os.PathLike, key: Mapping[str, Any]) -> Ranges | None:
+    """The cached ranges when ``cache_path`` exists, is readable, its key equals ``key``, its digest holds and
+    its ranges are finite with low <= high; else None."""
+    ranges, _ = _read_cache(Path(cache_path), key)
+    if ranges is not None:
+        ranges.from_cache = True
     return ranges
 
 
 def explain_cache_miss(cache_path: str | os.PathLike, key: Mapping[str, Any]) -> str:
-    """Why ``cache_path`` cannot serve ``key``: 'absent', 'unreadable' or the key fields that differ."""
-    path = Path(cache_path)
-    if not path.is_file():
-        return "absent"
-    try:
-        cached = json.loads(path.read_text()).get("key", {})
-    except (OSError, ValueError, AttributeError):
-        return "unreadable"
-    wanted = json.loads(json.dumps(dict(key)))
-    differ = [name for name in wanted if cached.get(name) != wanted[name]]
-    return "differs in " + ", ".join(differ) if differ else "matches"
+    """Why ``cache_path`` cannot serve ``key``: 'absent', 'unreadable', the key fields that differ, a failed
+    digest or an unusable range; 'matches' when it can."""
+    return _read_cache(Path(cache_path), key)[1]
 
 
 # --------------------------------------------------------------------------- calibration
@@ -283,14 +317,20 @@ def calibrate(
         if data.shape[0] % batch_size:
             raise DeployResError(f"the model's batch size is fixed at {batch_size} and {data.shape[0]} samples do not divide into it; export with a dynamic batch")
     key = cache_key(model_sha, method, resolved, data_fingerprint(data), data.shape[0], batch_size)
+    replaced = None
     if cache_path is not None:
-        cached = load_cache(cache_path, key)
+        cached, why = _read_cache(Path(cache_path), key)
         if cached is not None:
+            cached.from_cache = True
             return cached
+        replaced = None if why == "absent" else why
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="deployres-calib-") as tmp:
         tensors = _run_calibrator(proto, model_path, Path(tmp), input_name, data, method, resolved, batch_size, quiet, console)
-    ranges = Ranges(method, resolved, tensors, key, False, time.perf_counter() - start)
+    problem = range_problem(tensors)
+    if problem:
+        raise DeployResError(f"calibration gave unusable ranges: {problem}; the calibration data must be finite (no NaN or Inf)")
+    ranges = Ranges(method, resolved, tensors, key, False, time.perf_counter() - start, replaced)
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cache_path, ranges.to_json())
