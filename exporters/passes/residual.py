@@ -97,10 +97,10 @@ def fold_residual_scale(graph: gs.Graph) -> PassResult:
 
 def _per_channel(scale: np.ndarray, channels: int, rank: int) -> Optional[np.ndarray]:
     """``scale`` as a length-``channels`` vector when it broadcasts per output channel of a rank-``rank`` Conv output."""
+    if scale.ndim > rank:  # broadcasting would raise the output's rank: folding it would change the shape
+        return None
     if scale.size == 1:
         return np.full(channels, scale.reshape(()), dtype=np.float64)
-    if scale.ndim > rank:
-        return None
     shape = (1,) * (rank - scale.ndim) + scale.shape
     if shape[1] != channels or any(dim != 1 for axis, dim in enumerate(shape) if axis != 1):
         return None

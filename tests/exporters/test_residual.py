@@ -84,6 +84,31 @@ def test_scale_that_is_not_per_channel_is_left():
     assert ops(after) == ["Conv", "Mul"]
 
 
+def _conv_times_rank5_scalar() -> onnx.ModelProto:
+    """``Conv(x) * c`` with a size-1 ``c`` of shape (1,1,1,1,1): the product is rank 5, the Conv output rank 4."""
+    conv, inits = _conv("branch", "input", "branch_out")
+    nodes = [conv, helper.make_node("Mul", ["branch_out", "scale"], ["output"], "mul")]
+    return model(nodes, [value("input", SHAPE)], [value("output", [1, "batch", C, 6, 6])], inits + [init("scale", np.full((1, 1, 1, 1, 1), 0.5, np.float32))])
+
+
+def test_size_one_scale_of_higher_rank_than_the_conv_is_left():
+    result, after, check = apply(_conv_times_rank5_scalar(), fold_residual_scale)
+    assert result.changed == 0 and "not a scalar or per-output-channel" in result.skipped[0]
+    assert ops(after) == ["Conv", "Mul"] and check["ok"]
+
+
+def test_optimize_cli_keeps_a_valid_model_with_a_higher_rank_scale(tmp_path):
+    from click.testing import CliRunner
+
+    from deploy_res.cli import cli
+
+    source = tmp_path / "rank5.onnx"
+    onnx.save(_conv_times_rank5_scalar(), str(source))
+    result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "rank5.opt.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "Mul" in ops(onnx.load(str(tmp_path / "rank5.opt.onnx")))
+
+
 # ------------------------------------------------------------ fuse_residual_ort
 
 
