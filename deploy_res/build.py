@@ -29,7 +29,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import onnx
 
-from deploy_res.core.artifacts import (ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest, verify_record, write_manifest)
+from deploy_res.core.artifacts import (ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest,
+                                     verify_record, write_artifact)
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.engines import get_backend
@@ -161,6 +162,14 @@ def build_engine(
         raise DeployResError(f"ONNX file {source} not found")
     if precision not in PRECISIONS:
         raise DeployResError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8":  # checked before any work starts
+        if calib_data is None:
+            raise DeployResError("--int8 needs --calib-data DIR|FILE.npy|FILE.npz of real inputs (`deployres sample-photos DIR` writes real photos)")
+        from deploy_res.data import check_source
+
+        check_source(calib_data, None if skip_bad else calib_samples, what="calibration data")
+    if fp16_keep_op_types:
+        _check_op_types(fp16_keep_op_types)
     folder = ensure_output_dir(output_dir or source.parent)
     status = _status(console, quiet)
     backend_name = backend
@@ -196,16 +205,15 @@ def build_engine(
         with status("converting to FP16"):
             model = convert_fp16(onnx.load(str(prepared)), **({"keep_op_types": tuple(fp16_keep_op_types)} if fp16_keep_op_types is not None else {}), keep_nodes=tuple(fp16_keep_nodes))
         result.precision_onnx = folder / f"{stem}.fp16.{backend_name}.onnx"
-        _save(model, result.precision_onnx)
-        write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
-                       "settings": {"precision": "fp16", "target": backend_name, "keep_op_types": list(fp16_keep_op_types or []), "keep_nodes": list(fp16_keep_nodes)},
-                       "seconds": round(time.perf_counter() - start, 2)})
+        with write_artifact(result.precision_onnx) as pending:  # the ONNX and its manifest as one unit
+            _save(model, pending.path)
+            pending.set_manifest("precision", {**common, "inputs": {"onnx": file_record(prepared)},
+                                 "settings": {"precision": "fp16", "target": backend_name, "keep_op_types": list(fp16_keep_op_types or []), "keep_nodes": list(fp16_keep_nodes)},
+                                 "seconds": round(time.perf_counter() - start, 2)})
     elif precision == "int8":
         from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
         from deploy_res.engines.precision.qdq import emit_qdq
 
-        if calib_data is None:
-            raise DeployResError("--int8 needs --calib-data DIR|FILE.npy|FILE.npz of real inputs (`deployres sample-photos DIR` writes real photos)")
         method = calib_method or DEFAULT_METHOD
         float_model = onnx.load(str(prepared))
         samples = _load_calibration(Path(calib_data), common, calib_samples, skip_bad, preprocessing, float_model)
@@ -214,28 +222,27 @@ def build_engine(
         with status(f"emitting Q/DQ for {backend_name}"):
             model = emit_qdq(float_model, ranges, target=_qdq_layout(backend_name))
         result.precision_onnx = folder / f"{stem}.int8.{_qdq_layout(backend_name)}.onnx"
-        _save(model, result.precision_onnx)
-        fallback = None
-        if target_agreement is not None or fallback_layers is not None:
-            try:  # the fallback ranks layers on the file just written; it is rewritten (or removed) here
+        # The Q/DQ ONNX and its manifest as one unit; the fallback ranks layers on the temporary file.
+        with write_artifact(result.precision_onnx) as pending:
+            _save(model, pending.path)
+            fallback = None
+            if target_agreement is not None or fallback_layers is not None:
                 with status("ranking layer sensitivity and choosing FP32 fallbacks"):
-                    fallback = _fallback(result.precision_onnx, prepared, model, float_model, samples.arrays, target_agreement, fallback_layers)
-                _save(fallback.model, result.precision_onnx)
-            except BaseException:
-                result.precision_onnx.unlink(missing_ok=True)
-                raise
+                    fallback = _fallback(pending.path, prepared, model, float_model, samples.arrays, target_agreement, fallback_layers)
+                _save(fallback.model, pending.path)
+            calibration = {"method": method, "options": ranges.options, "samples": len(samples), "data": str(calib_data),
+                           "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache, "cache_replaced": ranges.replaced,
+                           "seconds": round(ranges.seconds, 2)}
+            pending.set_manifest("precision", {**common, "inputs": {"onnx": file_record(prepared)},
+                                 "settings": {"precision": "int8", "target": _qdq_layout(backend_name)}, "calibration": calibration,
+                                 "fallback": fallback.to_dict() if fallback else None,
+                                 "seconds": round(time.perf_counter() - start, 2)})
+        if fallback is not None:
             state = "reached" if fallback.reached else "NOT reached"
             result.notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
                                 f"{fallback.agreement_after:.3f} (target {state}), batch-1 latency x{fallback.to_dict()['latency_cost']}")
-        calibration = {"method": method, "options": ranges.options, "samples": len(samples), "data": str(calib_data),
-                       "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache, "cache_replaced": ranges.replaced,
-                       "seconds": round(ranges.seconds, 2)}
         result.notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}"
                             + (f" (the file there {ranges.replaced}: recomputed)" if ranges.replaced else ""))
-        write_manifest(result.precision_onnx, "precision", {**common, "inputs": {"onnx": file_record(prepared)},
-                       "settings": {"precision": "int8", "target": backend_name}, "calibration": calibration,
-                       "fallback": fallback.to_dict() if fallback else None,
-                       "seconds": round(time.perf_counter() - start, 2)})
     result.artifacts.append(_summary(result.precision_onnx, precision, time.perf_counter() - start))
     if onnx_only:
         return result
@@ -249,10 +256,11 @@ def build_engine(
         settings["workspace_bytes"] = workspace_bytes
     if optimization_level is not None:
         settings["optimization_level"] = optimization_level
-    with status(f"building {backend_name} engine ({precision})"):
-        built = engine_backend.build(result.precision_onnx, engine_path, settings)
-    write_manifest(engine_path, "build-engine", {**common, **built.manifest, "settings": {"precision": precision, "backend": backend_name},
-                                                  "seconds": round(built.seconds, 2)})
+    # The backend writes the engine to a temporary file; it is placed with its manifest as one unit.
+    with status(f"building {backend_name} engine ({precision})"), write_artifact(engine_path) as pending:
+        built = engine_backend.build(result.precision_onnx, pending.path, settings)
+        pending.set_manifest("build-engine", {**common, **built.manifest, "settings": {"precision": precision, "backend": backend_name},
+                                              "seconds": round(built.seconds, 2)})
     if backend_name == "openvino":  # the first load compiles into the cache beside the engine; later loads read it
         engine_backend.load(engine_path).close()
     result.engine = engine_path
@@ -330,6 +338,18 @@ def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, target
 
     ranking = rank_layers(qdq_path, float_path, arrays[:32])
     return fallback_search(qdq, float_model, ranking, arrays, target_agreement=target_agreement, fallback_layers=fallback_layers)
+
+
+def _check_op_types(op_types: Sequence[str]) -> None:
+    """A one-line error for a name that is no ONNX operator (``--fp16-keep-op-types`` takes ONNX op types)."""
+    import difflib
+
+    known = {schema.name for schema in onnx.defs.get_all_schemas_with_history()}
+    for op_type in op_types:
+        if op_type not in known:
+            close = difflib.get_close_matches(op_type, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; give ONNX op types such as GlobalAveragePool,Sigmoid"
+            raise DeployResError(f"--fp16-keep-op-types: {op_type!r} is not an ONNX op type{hint}")
 
 
 def _check_onnx(path: Path) -> None:

@@ -1,13 +1,20 @@
 """The ``deployres`` command: a thin click layer over the Python API.
 
-Each command parses its options, calls one API function, and prints. User
-errors (:class:`DeployResError`) become one line on stderr and a non-zero
-exit; Ctrl-C exits 130 with nothing half-written (the API writes atomically).
+Each command parses its options, calls one API function, and prints. Every
+error a user can cause is one line on stderr, ``error: <what and what to do>``,
+and a non-zero exit: a :class:`DeployResError` (its exit code), a click usage
+error (bad option value, unknown option or command: exit 2) and a file system
+refusal (permission, read-only, a folder where a file goes: exit 2). Ctrl-C
+anywhere, an import that Ctrl-C cut short included, exits 130 with one line;
+nothing half-written is left (the API writes an artifact and its manifest as
+one unit). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import sys
 from typing import Optional
 
@@ -42,17 +49,93 @@ class UserError(click.ClickException):
         self.exit_code = error.exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {_one_line(self.format_message())}", err=True)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: one line on stderr and exit code 130."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted; nothing half-written was left behind")
+
+    def show(self, file=None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+_USER_ERRNOS = {getattr(errno, name) for name in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EISDIR", "ENOTDIR", "ENOENT", "EEXIST")
+                if hasattr(errno, name)}
+"""File-system refusals a user meets (permissions, a full or read-only disk, a folder where a file goes): one line, not a traceback."""
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, or an error raised while handling one: a Ctrl-C during ``import onnxruntime`` surfaces as an ImportError."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
 
 
 class DeployResGroup(click.Group):
-    """A click group that turns user errors into one line and a non-zero exit."""
+    """A click group whose every way out is one line: ``error: ...`` (or the interrupt line) and an exit code.
+
+    Used as a program (the console script, ``CliRunner``) it handles click's
+    usage errors itself, so no ``Usage: ... Try ...`` block is printed: just
+    ``error: <click's message>`` and exit 2.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except DeployResError as exc:
             raise UserError(exc) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if _interrupted(exc):
+                raise Interrupted() from None
+            if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
+                where = f": {exc.filename}" if exc.filename else ""
+                raise UserError(DeployResError(f"{exc.strerror or type(exc).__name__}{where}")) from None
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `deployres`: the help text is the answer
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except (UserError, Interrupted) as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            Interrupted().show()
+            sys.exit(130)
+        except Exception as exc:
+            if not _interrupted(exc):
+                raise
+            Interrupted().show()
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 def _int_tuple(count: int, label: str):
@@ -85,7 +168,7 @@ def _input_shapes(_ctx, _param, values):
     return shapes or None
 
 
-def _float_triple(_ctx, _param, value):
+def _float_triple(_ctx, param, value):
     if value is None:
         return None
     try:
@@ -94,7 +177,22 @@ def _float_triple(_ctx, _param, value):
         raise click.BadParameter(f"{value!r} is not three numbers separated by commas") from None
     if len(numbers) != 3:
         raise click.BadParameter(f"{value!r} must be three numbers, one per channel")
+    if not all(math.isfinite(n) for n in numbers):
+        raise click.BadParameter(f"{value!r} must be finite numbers")
+    if param is not None and param.name == "std" and min(numbers) <= 0:
+        raise click.BadParameter(f"{value!r}: every std must be positive (inputs are divided by it)")
     return numbers
+
+
+def _limit(low: float, high: float):
+    """A callback for a validation limit: a finite number in [low, high] (nan would pass or fail everything)."""
+    def check(_ctx, _param, value):
+        if value is None:
+            return None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise click.BadParameter(f"{value!r} is not a number from {low:g} to {high:g}")
+        return value
+    return check
 
 
 @click.group(cls=DeployResGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -281,11 +379,11 @@ def _progress(ctx: Context, label: str):
 @click.option("--data", type=click.Path(), help="Image folder (sub-folders = classes for accuracy), glob, .parquet list of paths, or .npy/.npz [default: seeded random inputs].")
 @click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
 @click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
-@click.option("--max-rel-error", type=float, help="Limit on max |error| / max |reference| [default: per precision].")
-@click.option("--min-cosine", type=float, help="Limit on the smallest per-sample cosine [default: per precision].")
-@click.option("--min-mean-cosine", type=float, help="Limit on the mean cosine [default: per precision].")
-@click.option("--min-top1-agreement", type=float, help="Limit on top-1 agreement, 0-1 [default: per precision].")
-@click.option("--max-top1-drop", type=float, help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
+@click.option("--max-rel-error", type=float, callback=_limit(0, 1e6), help="Limit on max |error| / max |reference| [default: per precision].")
+@click.option("--min-cosine", type=float, callback=_limit(-1, 1), help="Limit on the smallest per-sample cosine [default: per precision].")
+@click.option("--min-mean-cosine", type=float, callback=_limit(-1, 1), help="Limit on the mean cosine [default: per precision].")
+@click.option("--min-top1-agreement", type=float, callback=_limit(0, 1), help="Limit on top-1 agreement, 0-1 [default: per precision].")
+@click.option("--max-top1-drop", type=float, callback=_limit(0, 100), help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
 @click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
@@ -503,17 +601,8 @@ def _print_written(ctx: Context, path) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: the CLI, with Ctrl-C ending in one line and exit code 130."""
-    try:
-        cli.main(args=argv, prog_name="deployres", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("interrupted; nothing half-written was left behind", err=True)
-        sys.exit(130)
+    """Entry point: the CLI; every error one line (see :class:`DeployResGroup`), Ctrl-C exit 130."""
+    cli.main(args=argv, prog_name="deployres")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy_res.core.artifacts import ensure_output_dir, file_record, write_manifest
+from deploy_res.core.artifacts import ensure_output_dir, file_record, write_artifact
 from deploy_res.core.errors import ValidationFailed
 from deploy_res.loading import load_model
 from deploy_res.models import Preprocessing
-from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_parity, export_onnx
+from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_input_shape, check_parity, export_onnx
 
 DEFAULT_TARGET = "onnxruntime"
 
@@ -64,6 +64,8 @@ def export(
     ``target="onnxruntime"``. Raises :class:`ValidationFailed` if PyTorch and
     ONNX Runtime disagree; nothing is left on disk then.
     """
+    if input_size is not None:
+        input_size = check_input_shape(input_size)  # refused before any work starts
     folder = ensure_output_dir(output_dir)
     loaded = load_model(model, weights, preprocessing)
     pre = loaded.preprocessing
@@ -73,40 +75,37 @@ def export(
     stem = name or artifact_stem(model)
     onnx_path = folder / f"{stem}.onnx"
 
-    start = time.perf_counter()
-    export_onnx(loaded.module, onnx_path, input_shape, opset=opset, exporter=exporter)
-    export_seconds = time.perf_counter() - start
-    try:
+    # The ONNX is written to a temporary file, checked there, and placed with its manifest as one unit.
+    with write_artifact(onnx_path) as pending:
+        start = time.perf_counter()
+        export_onnx(loaded.module, pending.path, input_shape, opset=opset, exporter=exporter)
+        export_seconds = time.perf_counter() - start
         parity_batches = tuple(sorted({batch_range.min, min(4, batch_range.max)}))
-        parity = check_parity(loaded.module, onnx_path, input_shape, batches=parity_batches if len(parity_batches) > 1 else (1, 4), rtol=rtol)
+        parity = check_parity(loaded.module, pending.path, input_shape, batches=parity_batches if len(parity_batches) > 1 else (1, 4), rtol=rtol)
         if not parity.passed:
             worst = max(parity.batches, key=lambda b: b["relative_to_max"])
             raise ValidationFailed(
                 f"ONNX output differs from PyTorch at batch {worst['batch']}: max |diff| {worst['max_abs_diff']:.3g} "
                 f"is {worst['relative_to_max']:.3g} of the largest logit (limit {rtol:g}); try --exporter torchscript or another --opset"
             )
-    except BaseException:
-        onnx_path.unlink(missing_ok=True)
-        raise
-
-    manifest = {
-        "model": {
-            "source": model,
-            "zoo": loaded.zoo,
-            "family": loaded.family,
-            "weights": file_record(loaded.weights) if loaded.weights else None,
-            "init_seed": loaded.init_seed,
-            "parameters": sum(p.numel() for p in loaded.module.parameters()),
-        },
-        "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},
-        "output": {"name": OUTPUT_NAME},
-        "batch_range": batch_range.to_dict(),
-        "preprocessing": pre.to_dict(),
-        "settings": {"exporter": exporter, "opset": opset, "batchnorm": "kept"},
-        "check": {"parity": parity.to_dict()},
-        "seconds": round(export_seconds, 2),
-    }
-    write_manifest(onnx_path, "export", manifest)
+        manifest = {
+            "model": {
+                "source": model,
+                "zoo": loaded.zoo,
+                "family": loaded.family,
+                "weights": file_record(loaded.weights) if loaded.weights else None,
+                "init_seed": loaded.init_seed,
+                "parameters": sum(p.numel() for p in loaded.module.parameters()),
+            },
+            "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},
+            "output": {"name": OUTPUT_NAME},
+            "batch_range": batch_range.to_dict(),
+            "preprocessing": pre.to_dict(),
+            "settings": {"exporter": exporter, "opset": opset, "batchnorm": "kept"},
+            "check": {"parity": parity.to_dict()},
+            "seconds": round(export_seconds, 2),
+        }
+        manifest = pending.set_manifest("export", manifest)
     result = ExportResult(onnx_path, manifest)
     if optimize:
         from deploy_res.optimize import optimize_file

@@ -77,7 +77,7 @@ def run_pipeline(
     (eager) in the comparison.
     """
     from deploy_res.build import build_engine
-    from deploy_res.data import sample_inputs, write_random_crops
+    from deploy_res.data import check_source, sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import export
     from deploy_res.models import Preprocessing
@@ -85,6 +85,8 @@ def run_pipeline(
     from deploy_res.validation import validate
 
     start = time.perf_counter()
+    if "int8" in precisions and calib_data is not None:  # a bad --calib-data fails before the export, not after it
+        check_source(calib_data, calib_samples, what="calibration data")
     folder = ensure_output_dir(output_dir)
     result = RunResult(folder)
     demo_weights = weights is None and bn_recalibrate and ":" not in model

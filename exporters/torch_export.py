@@ -14,6 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +38,24 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_RTOL = 1e-3
 """Parity passes when max |torch - onnx| <= PARITY_RTOL * max |torch| (relative to the largest logit)."""
+MAX_BATCH = 4096
+"""The largest batch the exported dynamic axis declares (the dynamo exporter's ``Dim("batch", max=...)``)."""
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_ELEMENTS = 3 * 4096 * 4096
+"""Input sizes past these cannot be exported on an ordinary machine (the example batch alone would
+need gigabytes); they are refused before any work starts."""
+
+
+def check_input_shape(input_shape) -> tuple[int, int, int]:
+    """``input_shape`` (C, H, W) as ints, or a one-line error if it is not three positive sizes a machine can export."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise DeployResError(f"input size {input_shape} must be three positive integers C,H,W")
+    elements = shape[0] * shape[1] * shape[2]
+    if max(shape[1:]) > MAX_INPUT_SIDE or elements > MAX_INPUT_ELEMENTS:
+        raise DeployResError(f"input size {','.join(map(str, shape))} is too large to export ({elements:,} values per sample; "
+                             f"at most {MAX_INPUT_SIDE} per side and {MAX_INPUT_ELEMENTS:,} values); give the size the model serves, e.g. 3,224,224")
+    return shape
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,8 @@ class BatchRange:
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise DeployResError(f"batch range must satisfy 1 <= min <= opt <= max, got {self.min},{self.opt},{self.max}")
+        if self.max > MAX_BATCH:
+            raise DeployResError(f"batch range max {self.max} is beyond what the exported ONNX declares (at most {MAX_BATCH}); give a smaller max")
 
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
@@ -79,19 +103,54 @@ def export_onnx(
     external data (``<name>.data``) only past protobuf's 2 GB limit."""
     if exporter not in EXPORTERS:
         raise DeployResError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
-    example = torch.randn(2, *input_shape)
+    example = torch.randn(2, *check_input_shape(input_shape))
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch"), _stderr_silenced():
             warnings.simplefilter("ignore")
             model = _export_dynamo(module, example, opset) if exporter == "dynamo" else _export_torchscript(module, example, opset)
     except DeployResError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DeployResError(f"{exporter} export failed: {first[:300]}; try --exporter {'torchscript' if exporter == 'dynamo' else 'dynamo'}") from None
+        raise DeployResError(f"{exporter} export failed: {_failure_cause(exc)}; try --exporter {'torchscript' if exporter == 'dynamo' else 'dynamo'}") from None
     _mark_batch_dynamic(model)
     save_model(model, path)
     return model
+
+
+def _failure_cause(exc: BaseException) -> str:
+    """An export failure as one line that keeps its cause: torch.onnx wraps the real error (``__cause__``)
+    in a generic "Failed to export the model with torch.export ... Next steps:" message."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    first = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip().splitlines()
+    text = first[0].strip() if first else ""
+    if root is not exc or not text:
+        text = f"{type(root).__name__}: {text}" if text else type(root).__name__
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Keep what torch writes to stderr while it exports (log lines, graph dumps, C++ warnings) off the
+    user's terminal: deployres reports a failure itself, in one line. Both ``sys.stderr`` and file
+    descriptor 2 are redirected (torch's log handlers hold the original stream)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.__stderr__.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager

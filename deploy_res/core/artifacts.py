@@ -7,19 +7,34 @@ settings, the library versions and the numerical check the stage ran.
 Files are written atomically: into a temporary file in the destination folder,
 then renamed over the target, so an error or Ctrl-C never leaves a
 half-written artifact behind.
+
+An artifact and its manifest are one unit (:func:`write_artifact`): both are
+written to temporary files first; the commit then moves the old manifest away,
+then the old artifact, renames the new artifact into place and the new manifest
+last, and deletes the old pair. An error or Ctrl-C at any step rolls back, so a
+folder holds the old pair, the new pair, or neither, never an artifact beside
+another run's manifest. Ctrl-C is held back while the renames run. Were the
+process killed outright mid-commit, the worst left is an artifact without a
+manifest, which every reader treats as a file deployres did not write (and a
+stage that reuses a file checks it against the sha256 its manifest recorded).
+:func:`write_hook` is the seam tests use to interrupt each step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import secrets
+import signal
 import tempfile
+import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 from deploy_res.core.errors import DeployResError
 
@@ -63,24 +78,203 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+WRITE_STEPS = ("temp-created", "temp-written", "placed",
+               "artifact-written", "manifest-written", "old-manifest-moved", "old-artifact-moved",
+               "artifact-placed", "manifest-placed", "committed")
+"""The steps at which :func:`write_hook`'s hook is called. A single file (:func:`atomic_path`):
+temp-created, temp-written, placed. An artifact with its manifest (:func:`write_artifact`):
+temp-created, then the stage's own writes into the temporary file, artifact-written,
+manifest-written, old-manifest-moved and old-artifact-moved (when there was an old one),
+artifact-placed, manifest-placed, committed."""
+
+WriteHook = Callable[[str, Path], None]
+_write_hook: Optional[WriteHook] = None
+
+
+@contextlib.contextmanager
+def write_hook(hook: WriteHook) -> Iterator[None]:
+    """Call ``hook(step, target)`` at every write step (:data:`WRITE_STEPS`) while the block runs.
+
+    The seam for tests: a hook that raises KeyboardInterrupt or OSError at the
+    n-th step shows what a folder holds after an interrupt at that instant.
+    """
+    global _write_hook
+    previous, _write_hook = _write_hook, hook
+    try:
+        yield
+    finally:
+        _write_hook = previous
+
+
+def _step(step: str, target: Path) -> None:
+    if _write_hook is not None:
+        _write_hook(step, target)
+
+
+_WRITE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name)}
+"""Errors a stage's own writing into a temporary file can only mean one thing for (full disk, read-only)."""
+
+
+def _write_error(target: Path, exc: OSError) -> DeployResError:
+    """An OSError met while writing ``target`` as one line (permission, read-only, full disk, a folder in the way)."""
+    reason = exc.strerror or type(exc).__name__
+    if target.is_dir():
+        return DeployResError(f"cannot write {target}: it is a folder; name a file")
+    return DeployResError(f"cannot write {target}: {reason}; choose a writable path")
+
+
+def _temp_beside(target: Path, suffix: str) -> Path:
+    """A new, empty temporary file beside ``target`` (hidden, ``.part``); one-line error if the folder refuses it."""
+    if target.is_dir():
+        raise DeployResError(f"cannot write {target}: it is a folder; name a file")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
     On any exception (KeyboardInterrupt included) the temporary file is removed
-    and ``target`` is left as it was.
+    and ``target`` is left as it was. A folder that refuses the file (read-only,
+    full, or ``target`` is itself a folder) is a one-line :class:`DeployResError`.
     """
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_beside(target, ".part")
     try:
+        _step("temp-created", target)
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    except BaseException:
+        _step("temp-written", target)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _write_error(target, exc) from None
+        _step("placed", target)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(target, exc) from None
         raise
+
+
+class PendingArtifact:
+    """An artifact being written by :func:`write_artifact`.
+
+    The stage writes the artifact's bytes to :attr:`path` (a temporary file
+    beside :attr:`target`; it may read it back, e.g. for a parity check), then
+    calls :meth:`set_manifest` once the file is final.
+    """
+
+    def __init__(self, target: Path, path: Path) -> None:
+        self.target = target
+        self.path = path
+        self.manifest: Optional[dict[str, Any]] = None
+
+    def set_manifest(self, stage: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The manifest for the file now at :attr:`path`, to be placed with it; returns the record."""
+        self.manifest = _manifest_record(self.path, stage, body, name_as=self.target)
+        return self.manifest
+
+
+@contextlib.contextmanager
+def write_artifact(target: str | os.PathLike, manifest: bool = True) -> Iterator[PendingArtifact]:
+    """Write an artifact and its manifest ``<target>.json`` as one unit.
+
+    Yields a :class:`PendingArtifact`; when the block ends the pair is committed
+    (see the module docstring): the folder then holds the new pair. On any
+    exception, inside the block or during the commit (KeyboardInterrupt
+    included), it holds what it held before: the old pair, or neither. With
+    ``manifest=False`` the artifact is written alone and an old manifest is
+    removed with the old artifact (it would describe another file).
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    pending = PendingArtifact(target, _temp_beside(target, ".part"))
+    manifest_tmp: Optional[Path] = None
+    try:
+        _step("temp-created", target)
+        yield pending
+        _step("artifact-written", target)
+        if manifest:
+            if pending.manifest is None:
+                raise RuntimeError(f"write_artifact({target.name}): the stage set no manifest")
+            manifest_tmp = _temp_beside(manifest_path(target), ".part")
+            manifest_tmp.write_text(_json_text(pending.manifest))
+            _step("manifest-written", target)
+        _commit(target, pending.path, manifest_tmp)
+    except BaseException as exc:
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(target, exc) from None
+        raise
+    finally:
+        pending.path.unlink(missing_ok=True)
+        if manifest_tmp is not None:
+            manifest_tmp.unlink(missing_ok=True)
+    _step("committed", target)
+
+
+def _commit(target: Path, artifact_tmp: Path, manifest_tmp: Optional[Path]) -> None:
+    """Place ``artifact_tmp`` at ``target`` and ``manifest_tmp`` beside it as one unit, or roll back."""
+    old_manifest = manifest_path(target)
+    moved: list[tuple[Path, Path]] = []  # (backup, original place) of the old pair
+    placed: list[Path] = []
+    with _interrupts_held():
+        try:
+            for old, step in ((old_manifest, "old-manifest-moved"), (target, "old-artifact-moved")):
+                if old.is_file() or old.is_symlink():
+                    backup = old.with_name(f".{old.name}.{secrets.token_hex(4)}.old")
+                    os.replace(old, backup)
+                    moved.append((backup, old))
+                    _step(step, target)
+            for tmp, final, step in ((artifact_tmp, target, "artifact-placed"), (manifest_tmp, old_manifest, "manifest-placed")):
+                if tmp is None:
+                    continue
+                os.chmod(tmp, 0o666 & ~_UMASK)
+                os.replace(tmp, final)
+                placed.append(final)
+                _step(step, target)
+        except BaseException:
+            for final in reversed(placed):
+                with contextlib.suppress(OSError):
+                    final.unlink()
+            for backup, original in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(backup, original)
+            raise
+        for backup, _original in moved:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while the block runs, then deliver it: a commit is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    except (ValueError, OSError):  # not the main interpreter / no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
@@ -91,7 +285,11 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``target`` atomically."""
-    write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    write_bytes_atomic(target, _json_text(obj).encode())
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def _json_default(value: Any) -> Any:
@@ -140,18 +338,20 @@ def write_manifest(artifact: str | os.PathLike, stage: str, body: dict[str, Any]
 
     The manifest always holds the schema version, the stage, the artifact's own
     file record and the library versions; ``body`` adds the stage's inputs,
-    settings and checks.
+    settings and checks. A stage that writes the artifact too uses
+    :func:`write_artifact`, which places both as one unit.
     """
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "stage": stage,
-        "artifact": file_record(artifact),
-        "versions": library_versions(),
-        **body,
-    }
     path = manifest_path(artifact)
-    write_json_atomic(path, record)
+    write_json_atomic(path, _manifest_record(Path(artifact), stage, body))
     return path
+
+
+def _manifest_record(artifact: Path, stage: str, body: dict[str, Any], name_as: Optional[Path] = None) -> dict[str, Any]:
+    """The manifest of the file at ``artifact``, naming it ``name_as`` (its final place) when given."""
+    record = file_record(artifact)
+    if name_as is not None:
+        record["path"] = str(Path(name_as).absolute())
+    return {"schema_version": SCHEMA_VERSION, "stage": stage, "artifact": record, "versions": library_versions(), **body}
 
 
 def read_manifest(artifact: str | os.PathLike, required: bool = False) -> dict[str, Any] | None:

@@ -29,7 +29,12 @@ def artifact_precision(artifact: Path, manifest: Mapping[str, Any]) -> str:
         return "fp32"
     import onnx
 
-    model = onnx.load(str(artifact), load_external_data=False)
+    try:
+        model = onnx.load(str(artifact), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
+        from deploy_res.core.onnx_io import first_line
+
+        raise DeployResError(f"cannot read {artifact} as ONNX ({first_line(exc)}); is it an ONNX model or an engine deployres built?") from None
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
         return "int8"
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):

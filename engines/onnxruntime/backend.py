@@ -52,6 +52,7 @@ def cpu_fingerprint() -> dict[str, Any]:
 def _ort():
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # errors only, for sessions ORT's own tools open too: deployres reports failures in one line
     return ort
 
 
