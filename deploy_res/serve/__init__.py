@@ -1,0 +1,11 @@
+"""Serving: hand deployres' verified engines to existing servers (Triton Inference Server).
+
+:func:`triton` writes a Triton model repository (:mod:`.triton`); :mod:`.runtime`
+is what runs inside Triton's Python backend; :mod:`.server` starts the
+``tritonserver`` that the ``nvidia-pytriton`` wheel bundles, for tests and
+local checks.
+"""
+
+from deploy_res.serve.triton import TritonRepository, read_engine, triton
+
+__all__ = ["TritonRepository", "read_engine", "triton"]

@@ -1,0 +1,145 @@
+"""A real Triton server: the ``tritonserver`` that nvidia-pytriton bundles (Python backend only), on loopback.
+
+The repository comes from ``deployres triton --python-backend --ensemble``; requests go over HTTP and
+gRPC with tritonclient; outputs must equal the engine run in-process; concurrent requests must be
+merged by dynamic batching (the server's own statistics say so); a JPEG goes through the ensemble.
+The server is started once for the module, bounded in time, and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deploy_res.core.errors import DeployResError
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (pip install 'deployres[triton]')")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'deployres[triton]')")
+
+MODEL = "resnet18_fp32_onnxruntime"
+QUEUE_DELAY_US = 200_000
+"""Long enough that 8 requests sent at once land in one batch even on 2 busy cores."""
+
+
+@pytest.fixture(scope="module")
+def server(served_engine, tmp_path_factory):
+    from deploy_res.serve import triton
+    from deploy_res.serve.server import start_server
+
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US)
+    try:
+        running = start_server(repo, ready_timeout_s=180)
+    except DeployResError as exc:  # e.g. glibc < 2.35, or the wheel absent: say why, do not fail
+        pytest.skip(f"the bundled tritonserver cannot start here: {exc}")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def runner(served_engine):
+    from deploy_res.engines import load_engine
+
+    loaded = load_engine(served_engine)
+    yield loaded
+    loaded.close()
+
+
+def _inputs(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 3, 64, 64)).astype(np.float32)
+
+
+def test_http_and_grpc_equal_in_process(server, runner):
+    x = _inputs(3)
+    expected = runner.run({"input": x})["logits"]
+    http = httpclient.InferenceServerClient(server.http_url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        assert http.is_model_ready(MODEL) and grpc.is_model_ready(MODEL)
+        feed = httpclient.InferInput("input", list(x.shape), "FP32")
+        feed.set_data_from_numpy(x)
+        over_http = http.infer(MODEL, [feed]).as_numpy("logits")
+        feed = grpcclient.InferInput("input", list(x.shape), "FP32")
+        feed.set_data_from_numpy(x)
+        over_grpc = grpc.infer(MODEL, [feed]).as_numpy("logits")
+    finally:
+        http.close()
+        grpc.close()
+    # Same engine, same batch, same thread count: the same numbers, bit for bit in practice.
+    np.testing.assert_allclose(over_http, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(over_grpc, expected, rtol=0, atol=1e-5)
+
+
+def test_dynamic_batching_merges_concurrent_requests(server, runner):
+    x = _inputs(8, seed=1)
+    expected = runner.run({"input": x})["logits"]
+    stats = httpclient.InferenceServerClient(server.http_url)
+    before = stats.get_inference_statistics(MODEL)["model_stats"][0]
+
+    def one(index: int) -> np.ndarray:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            feed = httpclient.InferInput("input", [1, 3, 64, 64], "FP32")
+            feed.set_data_from_numpy(x[index:index + 1])
+            return client.infer(MODEL, [feed]).as_numpy("logits")
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        outputs = list(pool.map(one, range(8)))
+    after = stats.get_inference_statistics(MODEL)["model_stats"][0]
+    stats.close()
+    np.testing.assert_allclose(np.concatenate(outputs), expected, rtol=0, atol=1e-4)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 8
+    assert executions < 8, f"8 concurrent requests ran as {executions} executions: dynamic batching merged nothing"
+    sizes = {entry["batch_size"] for entry in after["batch_stats"]}
+    assert max(sizes) > 1
+
+
+def test_ensemble_classifies_a_jpeg(server, runner, served_engine):
+    from PIL import Image
+
+    from deploy_res.data import preprocess_image, sample_photo, sample_photo_names
+    from deploy_res.models.registry import Preprocessing
+
+    photo = sample_photo(sample_photo_names()[0])[:200, :300]  # a real photo, not square: resize and crop both act
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(photo, dtype=np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    pre = Preprocessing.from_dict(json.loads(Path(str(served_engine) + ".json").read_text())["preprocessing"])
+    with Image.open(io.BytesIO(jpeg)) as image:
+        expected = runner.run({"input": preprocess_image(image, pre)[None]})["logits"]
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        data = np.frombuffer(jpeg, dtype=np.uint8)[None]
+        feed = httpclient.InferInput("IMAGE", list(data.shape), "UINT8")
+        feed.set_data_from_numpy(data)
+        logits = client.infer(f"{MODEL}_ensemble", [feed]).as_numpy("logits")
+        bad = np.frombuffer(b"not an image at all", dtype=np.uint8)[None]
+        feed = httpclient.InferInput("IMAGE", list(bad.shape), "UINT8")
+        feed.set_data_from_numpy(bad)
+        with pytest.raises(Exception, match="not a decodable image"):
+            client.infer(f"{MODEL}_ensemble", [feed])
+    finally:
+        client.close()
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_stop_ends_the_server_by_pid(server):
+    """Last in the module: stop() ends the process group the server leads, within its exit timeout."""
+    pid = server.pid
+    start = time.monotonic()
+    server.stop()
+    assert time.monotonic() - start < 30
+    assert server.process.poll() is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
