@@ -46,6 +46,12 @@ from deploy_res.exporters.passes._common import (
 
 _BN_PARAMS = ("scale", "B", "mean", "var")
 
+# Ops whose output has the rank of their first input / the largest rank of their inputs (broadcasting).
+_SAME_RANK = {"Abs", "BatchNormalization", "Cast", "Clip", "Dropout", "Elu", "Erf", "Exp", "Gelu", "HardSigmoid", "HardSwish",
+              "Identity", "LeakyRelu", "Log", "LogSoftmax", "Neg", "Relu", "Sigmoid", "Softmax", "Softplus", "Sqrt", "Tanh",
+              "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LayerNormalization", "InstanceNormalization", "Pad", "Slice"}
+_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Where"}
+
 
 def fold_batchnorm(graph: gs.Graph) -> PassResult:
     """Fold every BatchNormalization it can; see the module docstring for the cases.
@@ -159,8 +165,43 @@ def _fold_into_gemm(graph: gs.Graph, names: Names, gemm: gs.Node, bn: gs.Node, s
 
 def _matmul_rank2(matmul: gs.Node, out: gs.Tensor) -> bool:
     """True when a MatMul's output is known to be 2-D, so BN's channel axis 1 is its last axis."""
-    rank = rank_of(out) or rank_of(matmul.inputs[0])
-    return rank == 2
+    return derived_rank(out) == 2
+
+
+def derived_rank(tensor: gs.Tensor, depth: int = 0) -> Optional[int]:
+    """The rank of ``tensor``: from its inferred shape, else derived from the op that produces it.
+
+    ONNX shape inference leaves some ranks unknown that follow from the graph, e.g. a Reshape whose
+    target is computed from the dynamic batch (``Concat(batch, -1)``, whose length is known, but not
+    always carried to the Reshape's output) and every op below it. Derived: Reshape = the target's
+    length, MatMul = numpy's matmul rule, Gemm/Flatten = 2, element-wise ops = their inputs' rank.
+    """
+    rank = rank_of(tensor)
+    node = producer(tensor)
+    if rank is not None or node is None or depth > 32:
+        return rank
+    inputs = [t for t in node.inputs if not t.is_empty()]
+    if node.op in _SAME_RANK and inputs:
+        return derived_rank(inputs[0], depth + 1)
+    if node.op in _BROADCAST and inputs:
+        ranks = [derived_rank(t, depth + 1) for t in inputs]
+        return None if None in ranks else max(ranks)
+    if node.op in ("Gemm", "Flatten"):
+        return 2
+    if node.op == "MatMul" and len(inputs) == 2:
+        a, b = (derived_rank(t, depth + 1) for t in inputs)
+        if a is None or b is None:
+            return None
+        if min(a, b) == 1:  # a 1-D operand loses its axis
+            return max(a + b - 2, 0) if max(a, b) == 1 else max(a, b) - 1
+        return max(a, b)
+    if node.op == "Reshape" and len(inputs) == 2:
+        target = inputs[1]
+        if isinstance(target, gs.Constant):
+            return int(np.asarray(target.values).size)
+        if target.shape is not None and len(target.shape) == 1 and isinstance(target.shape[0], (int, np.integer)) and target.shape[0] >= 0:
+            return int(target.shape[0])
+    return None
 
 
 def _fold_into_matmul(graph: gs.Graph, names: Names, matmul: gs.Node, bn: gs.Node, s: np.ndarray, t: np.ndarray) -> Optional[str]:
@@ -209,7 +250,7 @@ def _fold_into_next_conv(names: Names, bn: gs.Node, conv: gs.Node, s: np.ndarray
 
 def _to_mul_add(graph: gs.Graph, names: Names, bn: gs.Node, s: np.ndarray, t: np.ndarray) -> Optional[str]:
     x = bn.inputs[0]
-    rank = rank_of(x) or rank_of(bn.outputs[0])
+    rank = derived_rank(x) or derived_rank(bn.outputs[0])
     if rank is None or rank < 2:
         return "lone BatchNormalization and the rank of its input is unknown (run shape inference first)"
     dtype = _float_dtype(x.dtype) or bn.inputs[1].values.dtype

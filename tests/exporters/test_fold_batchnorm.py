@@ -92,6 +92,52 @@ def test_bn_after_matmul():
     assert check["ok"] and check["max_rel_error"] < 1e-5, check
 
 
+def _matmul_bn_below_dynamic_reshape() -> "onnx.ModelProto":
+    """``Relu(BN(MatMul(Reshape(x, [batch, prod(shape) / batch]), W)))``, the target computed from the dynamic batch.
+
+    ONNX shape inference (opset 13) knows the target has 2 elements but gives the Reshape output, the
+    MatMul output and the BN no shape at all.
+    """
+    params, names = bn_params("bn", 16)
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"], "shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["batch_dim"], "gather", axis=0),
+        helper.make_node("Unsqueeze", ["batch_dim", "axes0"], ["batch_1d"], "unsqueeze"),
+        helper.make_node("ReduceProd", ["shape"], ["total"], "total", keepdims=1),
+        helper.make_node("Div", ["total", "batch_1d"], ["rest"], "rest"),
+        helper.make_node("Concat", ["batch_1d", "rest"], ["target"], "target", axis=0),
+        helper.make_node("Reshape", ["input", "target"], ["flat"], "reshape"),
+        helper.make_node("MatMul", ["flat", "W"], ["mm"], "matmul"),
+        helper.make_node("BatchNormalization", ["mm", *names], ["bn_out"], "bn"),
+        helper.make_node("Relu", ["bn_out"], ["output"], "relu"),
+    ]
+    inits = [init("zero", np.array(0, np.int64)), init("axes0", np.array([0], np.int64)),
+             init("W", (rng(2).standard_normal((32, 16)) * 0.2).astype(np.float32)), *params]
+    return model(nodes, [value("input", ["batch", 8, 2, 2])], [value("output", ["batch", 16])], inits, opset=13)
+
+
+def test_bn_after_matmul_below_a_dynamic_batch_reshape_derives_the_rank():
+    inferred = onnx.shape_inference.infer_shapes(_matmul_bn_below_dynamic_reshape())
+    assert not any(vi.name == "mm" and vi.type.tensor_type.HasField("shape") for vi in inferred.graph.value_info)  # the case itself
+    result, after, check = apply(_matmul_bn_below_dynamic_reshape(), fold_batchnorm)
+    assert result.changed == 1 and result.details["matmul"] == 1, result.skipped
+    assert "BatchNormalization" not in ops(after)
+    assert check["ok"] and check["max_rel_error"] < 1e-5, check
+
+
+def test_optimize_cli_folds_bn_below_a_dynamic_batch_reshape(tmp_path):
+    from click.testing import CliRunner
+
+    from deploy_res.cli import cli
+
+    source = tmp_path / "mlp.onnx"
+    onnx.save(_matmul_bn_below_dynamic_reshape(), str(source))
+    result = CliRunner().invoke(cli, ["optimize", str(source), "--target", "portable", "-o", str(tmp_path / "mlp.opt.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "rank of its input is unknown" not in result.output
+    assert "BatchNormalization" not in ops(onnx.load(str(tmp_path / "mlp.opt.onnx")))
+
+
 def _lone_bn(pads: int | None) -> "onnx.ModelProto":
     """``input -> Relu -> BN [-> Conv(pads)]``: nothing to fold the BN into backwards."""
     params, names = bn_params("bn", 8)
