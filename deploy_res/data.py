@@ -81,7 +81,8 @@ class Samples:
 def preprocess_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     """One PIL image -> float32 (C, H, W) as ``pre`` says.
 
-    Converts to RGB (L when ``pre.input_size[0] == 1``), resizes the short side
+    Converts to RGB (L when ``pre.input_size[0] == 1``; 16-bit greyscale is
+    scaled to 8 bits first, not clipped), resizes the short side
     to ``pre.resize_size`` (more if needed so the crop fits) with
     ``pre.interpolation``, centre-crops to ``pre.input_size[1:]``, scales to
     [0, 1] and normalises by ``pre.mean`` / ``pre.std``.
@@ -93,7 +94,7 @@ def preprocess_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
         resample = _RESAMPLE[pre.interpolation]
     except KeyError:
         raise DeployResError(f"unknown interpolation {pre.interpolation!r}; use one of {', '.join(_RESAMPLE)}") from None
-    image = image.convert("RGB" if channels == 3 else "L")
+    image = _eight_bit(image).convert("RGB" if channels == 3 else "L")
     w, h = image.size
     scale = max(pre.resize_size / min(w, h), height / h, width / w)
     new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
@@ -106,6 +107,20 @@ def preprocess_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     mean = np.asarray(pre.mean[:channels], dtype=np.float32)
     std = np.asarray(pre.std[:channels], dtype=np.float32)
     return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (Pillow modes ``I;16*``, or ``I`` holding 0..65535) scaled to 8-bit ``L``.
+
+    Pillow's own ``convert`` clips such pixels at 255 (a 16-bit PNG turns almost all white); every
+    other mode is returned as it is.
+    """
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    array = np.asarray(image).astype(np.int64)
+    if image.mode == "I" and (array.min(initial=0) < 0 or array.max(initial=0) > 65535):
+        return image  # 32-bit data of unknown range: left to Pillow as before
+    return Image.fromarray(((array * 255 + 32767) // 65535).astype(np.uint8))
 
 
 def preprocess_array(image: np.ndarray, pre: Preprocessing) -> np.ndarray:

@@ -145,3 +145,19 @@ def test_sample_photos_ship_with_scikit_image_and_crops_are_seeded(tmp_path):
     assert load_image_folder(tmp_path / "crops", PRE).arrays.shape == (5, 3, 32, 32)
     inputs = sample_inputs(3, PRE, seed=0)
     assert inputs.shape == (3, 3, 32, 32) and inputs.dtype == np.float32
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_16_bit_greyscale_png_is_scaled_not_clipped(tmp_path, channels):
+    rng = np.random.default_rng(0)
+    sixteen = rng.integers(0, 65536, (40, 48), dtype=np.uint16)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "eight").mkdir()
+    Image.fromarray(sixteen).save(tmp_path / "deep" / "grey16.png")
+    assert Image.open(tmp_path / "deep" / "grey16.png").mode.startswith("I")  # Pillow reads it as 16-bit
+    Image.fromarray(((sixteen.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)).save(tmp_path / "eight" / "grey8.png")
+    pre = Preprocessing(input_size=(channels, 32, 32), crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    deep = load_inputs(tmp_path / "deep", pre).arrays
+    eight = load_inputs(tmp_path / "eight", pre).arrays
+    np.testing.assert_array_equal(deep, eight)  # the same picture at 8 bits, not 99.6 % white
+    assert (deep == deep.max()).mean() < 0.05
