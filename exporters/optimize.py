@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
@@ -114,29 +116,35 @@ def optimize(
     started = time.perf_counter()
     source = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     original = load_model(model_or_path)
-    model = _infer_shapes(original)
-    tolerance = rtol if rtol is not None else (DEFAULT_RTOL_FP16 if _computes_in_fp16(model) else DEFAULT_RTOL)
-    feeds = make_inputs(model, batch=batch, input_shapes=input_shapes, seed=seed)
+    # Everything but the final check and save works on a weightless copy: ORT reads the weights in place.
+    light, arrays = _split_weights(original)
+    tolerance = rtol if rtol is not None else (DEFAULT_RTOL_FP16 if _computes_in_fp16(original) else DEFAULT_RTOL)
+    feeds = make_inputs(original, batch=batch, input_shapes=input_shapes, seed=seed)
     try:
-        reference = run_ort(model, feeds)
+        reference = _run_light(light, arrays, feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise DeployResError(f"ONNX Runtime cannot run the input model ({first_line(exc)}); check the file and its input shapes") from None
 
-    graph = gs.import_onnx(model)
+    graph = _import_graph(_infer_shapes(light), original)
+    checker = _GraphRunner(original, feeds)
     output_names = [tensor.name for tensor in graph.outputs]
     previous = reference
     passes = []
-    for step, name in enumerate(PIPELINES[target], start=1):
+    steps = PIPELINES[target]
+    after = None
+    by_identity: list[int] = []
+    for step, name in enumerate(steps, start=1):
         function = PASSES[name]
         t0 = time.perf_counter()
         result = function(graph)
         seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        after = graph_to_model(graph, original)
         if [tensor.name for tensor in graph.outputs] != output_names:
             raise ValidationFailed(f"pass '{name}' (step {step}) changed the graph outputs {output_names} to {[t.name for t in graph.outputs]}; this is a bug in the pass")
+        if step == len(steps):
+            after = graph_to_model(graph, original)
         try:
-            outputs = run_ort(after, feeds)
+            outputs, identical = checker.check(graph, previous)
         except Exception as exc:  # noqa: BLE001
             raise ValidationFailed(f"pass '{name}' (step {step}) produced a graph ONNX Runtime cannot run: {first_line(exc)}") from None
         check = compare_outputs(previous, outputs, rtol=tolerance, atol=atol)
@@ -160,7 +168,11 @@ def optimize(
             }
         )
         previous = outputs
+        if identical:
+            by_identity.append(step)
 
+    if after is None:  # an empty pipeline
+        after = graph_to_model(graph, original)
     large = proto_bytes(after) >= PROTOBUF_LIMIT
     if not large:
         _check(after)
@@ -178,6 +190,7 @@ def optimize(
         "nodes_before": len(original.graph.node),
         "nodes_after": len(after.graph.node),
         "passes": passes,
+        "checks_by_identity": by_identity,
         "max_abs_error": total["max_abs_error"],
         "max_rel_error": total["max_rel_error"],
         "onnx_checker": "skipped (over 2 GB; checked on the saved file when output_path is given)" if large else "passed",
@@ -234,7 +247,11 @@ def graph_to_model(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProt
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shapes and types for every tensor where ONNX can infer them (the passes use ranks and shapes)."""
+    """Shapes and types for every tensor where ONNX can infer them (the passes use ranks and shapes).
+
+    Give it a weightless model (:func:`_split_weights`): inference reads only
+    the weights' shapes, and serialising the weights would cost more than it.
+    """
     if proto_bytes(model) >= PROTOBUF_LIMIT:
         return model
     try:
@@ -243,12 +260,117 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def _import_graph(light: onnx.ModelProto, original: onnx.ModelProto) -> gs.Graph:
+    """The graph of a weightless model, its stub initializers pointing at ``original``'s weights again (no copy)."""
+    graph = gs.import_onnx(light)
+    weights = {tensor.name: tensor for tensor in original.graph.initializer}
+    for tensor in graph.tensors().values():
+        values = getattr(tensor, "_values", None)
+        if isinstance(values, LazyValues) and values.tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name in weights:
+            tensor._values = LazyValues(weights[tensor.name])  # noqa: SLF001 - gs exports LazyValues without a copy
+            tensor.data_location = weights[tensor.name].data_location if weights[tensor.name].HasField("data_location") else None
+    return graph
+
+
+class _GraphRunner:
+    """Runs a graph-surgeon graph in ONNX Runtime without exporting its weights.
+
+    Large constants are exported as external-data stubs and handed to ORT as
+    in-memory initializers: weights still in the source file's protobuf are
+    read in place (one array per tensor, kept for the whole run), weights a
+    pass computed are passed as they are.
+
+    :meth:`check` skips the run when the graph is identical to the one it ran
+    last: the same serialised structure and small constants, the same weight
+    arrays, and each weight's CRC-32 unchanged since that run (so a weight
+    edited in place is caught). Identical graphs give identical outputs.
+    """
+
+    def __init__(self, original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], threshold: int = 1024) -> None:
+        self.original, self.feeds, self.threshold = original, feeds, threshold
+        self._arrays: dict[int, tuple[Any, np.ndarray]] = {}
+        self._last: Optional[tuple] = None
+        self._crcs: dict[int, int] = {}
+
+    def _array(self, values: Any) -> Optional[np.ndarray]:
+        if isinstance(values, np.ndarray):
+            return values if values.flags.c_contiguous else None
+        if not isinstance(values, LazyValues) or isinstance(values, SparseValues):
+            return None
+        cached = self._arrays.get(id(values))
+        if cached is None:
+            tensor = values.tensor
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                return None
+            cached = self._arrays[id(values)] = (values, _tensor_array(tensor))
+        return cached[1]
+
+    def model(self, graph: gs.Graph) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        """The graph as a weightless model and its large weights by name."""
+        swapped, arrays = [], {}
+        try:
+            for tensor in graph.tensors().values():
+                if not isinstance(tensor, gs.Constant) or tensor._export_dtype is not None:  # noqa: SLF001
+                    continue
+                values = tensor._values  # noqa: SLF001
+                array = self._array(values)
+                if array is None or array.nbytes <= self.threshold or tensor.name in arrays:
+                    continue
+                try:
+                    data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING):
+                    continue
+                stub = onnx.TensorProto(name=tensor.name, data_type=data_type, dims=array.shape, data_location=onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", "deployres-in-memory"), ("offset", "0"), ("length", str(array.nbytes))):
+                    stub.external_data.add(key=key, value=value)
+                swapped.append((tensor, values))
+                tensor._values = LazyValues(stub)  # noqa: SLF001
+                arrays[tensor.name] = array
+            light = graph_to_model(graph, self.original)
+        finally:
+            for tensor, values in swapped:
+                tensor._values = values  # noqa: SLF001
+        return light, arrays
+
+    def check(self, graph: gs.Graph, previous: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+        """The graph's outputs on the feeds, and whether they are ``previous`` because the graph did not change."""
+        light, arrays = self.model(graph)
+        data = light.SerializeToString()
+        key = (data, tuple((name, id(array)) for name, array in arrays.items()))
+        crcs = {id(array): zlib.crc32(array) for array in arrays.values()} if key == self._last else None
+        if crcs is not None and crcs == self._crcs:
+            return dict(previous), True
+        outputs = _run_light(light, arrays, self.feeds, serialized=data)
+        self._last = key
+        self._crcs = crcs if crcs is not None else {id(array): zlib.crc32(array) for array in arrays.values()}
+        return outputs, False
+
+
 def _check(model: Union[onnx.ModelProto, str]) -> None:
-    """``onnx.checker.check_model``; a failure is a bug in a pass (ValidationFailed)."""
+    """``onnx.checker.check_model``; a failure is a bug in a pass (ValidationFailed).
+
+    An in-memory model is checked without its weights' bytes (they are
+    declared as typed graph inputs instead): the checker does not look at
+    weight values, and serialising them cost more than the check itself.
+    """
+    if isinstance(model, onnx.ModelProto):
+        model = _without_weights(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ValidationFailed(f"the optimised graph fails the ONNX checker: {first_line(exc)}") from None
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its large initializers turned into graph inputs of the same type and shape."""
+    light, arrays = _split_weights(model)
+    kept = [tensor for tensor in light.graph.initializer if tensor.name not in arrays]
+    del light.graph.initializer[:]
+    light.graph.initializer.extend(kept)
+    light.graph.input.extend(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)) for name, array in arrays.items())
+    return light
 
 
 def _computes_in_fp16(model: onnx.ModelProto) -> bool:
@@ -317,15 +439,23 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], level: Opti
     Large weights are handed to ORT as in-memory external initializers, so a
     model is never serialised whole (faster, and fine past protobuf's 2 GB).
     """
+    return _run_light(*_split_weights(model), feeds, level=level)
+
+
+def _run_light(
+    light: onnx.ModelProto, arrays: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], level: Optional[Any] = None, serialized: Optional[bytes] = None
+) -> dict[str, np.ndarray]:
+    """Run a weightless model whose large weights are ``arrays`` (see :func:`_split_weights`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = level if level is not None else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    light, arrays = _split_weights(model)
+    # A check runs once: pool threads spinning after it only take the CPU from the next pass.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if arrays:
         options.add_external_initializers(list(arrays), [ort.OrtValue.ortvalue_from_numpy(value) for value in arrays.values()])
-    session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(serialized if serialized is not None else light.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feeds))))
 
@@ -342,14 +472,28 @@ def _split_weights(model: onnx.ModelProto, threshold: int = 1024) -> tuple[onnx.
         getattr(graph, field).extend(getattr(source, field))
     arrays: dict[str, np.ndarray] = {}
     for tensor in source.initializer:
-        if len(tensor.raw_data) <= threshold or tensor.data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING):
+        size = tensor.ByteSize()  # cheap: no copy of the bytes
+        if size <= threshold or not tensor.HasField("raw_data") or tensor.data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING):
             graph.initializer.append(tensor)
             continue
-        arrays[tensor.name] = onnx.numpy_helper.to_array(tensor)
+        array = arrays[tensor.name] = _tensor_array(tensor)
         stub = graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims, data_location=onnx.TensorProto.EXTERNAL)
-        for key, value in (("location", "deployres-in-memory"), ("offset", "0"), ("length", str(len(tensor.raw_data)))):
+        for key, value in (("location", "deployres-in-memory"), ("offset", "0"), ("length", str(array.nbytes))):
             stub.external_data.add(key=key, value=value)
     return light, arrays
+
+
+def _tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """A tensor's values; read-only and without a second copy when they are raw little-endian bytes."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    if dtype is not None and dtype.kind in "fiub" and tensor.HasField("raw_data"):
+        raw = tensor.raw_data
+        if len(raw) == dtype.itemsize * int(np.prod(tensor.dims, dtype=np.int64)):
+            return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
+    return onnx.numpy_helper.to_array(tensor)
 
 
 def compare_outputs(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], rtol: float = DEFAULT_RTOL, atol: float = 0.0) -> dict[str, Any]:

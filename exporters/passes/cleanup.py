@@ -10,8 +10,6 @@ turns those into initializers.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -249,22 +247,45 @@ def _expand_is_noop(shape, target: np.ndarray) -> bool:
 
 
 def _dedupe_initializers(graph: gs.Graph) -> int:
-    """Make nodes share one constant per distinct (dtype, shape, bytes); return how many were merged."""
-    canonical: dict[tuple, gs.Constant] = {}
-    keys: dict[int, tuple] = {}
-    merged = set()
+    """Make nodes share one constant per distinct (dtype, shape, values); return how many were merged.
+
+    Constants are grouped by dtype and shape first (known without loading
+    the values); only within a group are values loaded and compared, a few
+    bytes first, all of them when those match.
+    """
     outputs = set(id(tensor) for tensor in graph.outputs)
+    uses: dict[int, list[tuple[gs.Node, int]]] = {}
+    groups: dict[tuple, list[gs.Constant]] = {}
     for node in graph.nodes:
         for index, tensor in enumerate(node.inputs):
-            if not isinstance(tensor, gs.Constant) or id(tensor) in outputs or not isinstance(tensor.values, np.ndarray):
+            if not isinstance(tensor, gs.Constant) or id(tensor) in outputs:
                 continue
-            key = keys.get(id(tensor))
-            if key is None:
-                values = tensor.values
-                digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-                key = keys[id(tensor)] = (str(values.dtype), str(tensor.export_dtype), values.shape, digest)
-            first = canonical.setdefault(key, tensor)
-            if first is not tensor:
+            if id(tensor) not in uses:
+                uses[id(tensor)] = []
+                values = tensor._values  # noqa: SLF001 - LazyValues know shape and dtype without loading
+                groups.setdefault((str(values.dtype), str(tensor.export_dtype), tuple(values.shape)), []).append(tensor)
+            uses[id(tensor)].append((node, index))
+    merged = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        canonical: list[tuple[bytes, gs.Constant]] = []
+        for tensor in members:
+            values = tensor.values
+            if not isinstance(values, np.ndarray):
+                continue
+            flat = np.ascontiguousarray(values).reshape(-1)
+            sample = flat[:16].tobytes() + flat[-16:].tobytes()
+            first = next((kept for kept_sample, kept in canonical if kept_sample == sample and np.array_equal(kept.values, values, equal_nan=False) and _same_bits(kept.values, values)), None)
+            if first is None:
+                canonical.append((sample, tensor))
+                continue
+            for node, index in uses[id(tensor)]:
                 node.inputs[index] = first
-                merged.add(tensor.name)
+            merged.add(tensor.name)
     return len(merged)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Byte-equal (``array_equal`` calls 0.0 and -0.0 equal; their bytes differ)."""
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
