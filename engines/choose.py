@@ -10,10 +10,10 @@ The rule (:func:`cpu_candidates`, :func:`pick`):
 - ``fp32`` and ``int8``: both engines are built and timed side by side at
   build, at batch 1 and at the largest batch of :data:`BATCHES` the engine
   takes; the faster at that larger batch wins (the batch-1 figures are recorded
-  too, so where they disagree the manifest shows it). Timing avoids the
-  thread-spinning trap (FACTS.md): every timed block starts after a
-  :data:`SETTLE_S` pause, engines alternate block by block, and the figure is
-  the median of :data:`ROUNDS` blocks.
+  too, so where they disagree the manifest shows it). Timing is ``profile``'s
+  (:func:`deploy_res.core.timing.interleave`), which avoids the
+  thread-spinning trap (FACTS.md): engines alternate in blocks, each after a
+  50 ms settle pause; the figure is the median of :data:`ITERATIONS` runs.
 
 Measured on the machine of this session (Xeon, AVX-512 VNNI + AMX, 2 threads):
 see README, "OpenVINO on the CPU".
@@ -22,18 +22,15 @@ see README, "OpenVINO on the CPU".
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-SETTLE_S = 0.05
-"""Pause before each timed block: longer than ONNX Runtime's pool threads keep spinning (5 ms is not enough)."""
-ROUNDS = 5
-"""Timed blocks per engine and batch size."""
-RUNS_PER_BLOCK = 2
-"""Back-to-back runs in one block; the block's median run is its figure."""
+ITERATIONS = 8
+"""Timed runs per engine and batch size (median taken)."""
+BLOCK_S = 0.1
+"""Each engine runs back to back for at least this long per block, after the settle pause."""
 BATCHES = (1, 8)
 
 
@@ -60,31 +57,24 @@ def _feeds(runner, batch: int) -> dict[str, np.ndarray]:
 
 
 def measure(engines: Mapping[str, Path], batches: Sequence[int] = BATCHES, threads: Optional[int] = None,
-            rounds: int = ROUNDS, settle_s: float = SETTLE_S) -> dict[str, dict[int, float]]:
+            iterations: int = ITERATIONS) -> dict[str, dict[int, float]]:
     """Images/s of each engine (name -> path) at each batch size, timed side by side (see the module docstring)."""
+    from deploy_res.core.timing import interleave
     from deploy_res.engines import load_engine
 
     runners = {name: load_engine(path, threads=threads) for name, path in engines.items()}
     try:
-        feeds = {name: {b: _feeds(r, b) for b in batches} for name, r in runners.items()}
-        for name, runner in runners.items():  # warm-up: first runs allocate and pick kernels
-            for b in batches:
-                runner.run(feeds[name][b])
-        times: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in runners}
-        for _ in range(rounds):
-            for b in batches:
-                for name, runner in runners.items():
-                    time.sleep(settle_s)
-                    block = []
-                    for _ in range(RUNS_PER_BLOCK):
-                        start = time.perf_counter()
-                        runner.run(feeds[name][b])
-                        block.append(time.perf_counter() - start)
-                    times[name][b].append(statistics.median(block))
+        result: dict[str, dict[int, float]] = {name: {} for name in runners}
+        for batch in batches:
+            feeds = {name: _feeds(runner, batch) for name, runner in runners.items()}
+            runs = {name: (lambda r=runner, f=feeds[name]: r.run(f)) for name, runner in runners.items()}
+            times = interleave(runs, iterations=iterations, warmup=2, block_s=BLOCK_S)
+            for name, ms in times.items():
+                result[name][batch] = round(batch * 1000 / statistics.median(ms), 2)
     finally:
         for runner in runners.values():
             runner.close()
-    return {name: {b: round(b / statistics.median(ts), 2) for b, ts in per.items()} for name, per in times.items()}
+    return result
 
 
 def pick(images_per_s: Mapping[str, Mapping[int, float]]) -> tuple[str, int]:
@@ -95,7 +85,9 @@ def pick(images_per_s: Mapping[str, Mapping[int, float]]) -> tuple[str, int]:
 
 def record(images_per_s: Mapping[str, Mapping[int, float]], chosen: str, batch: int, threads: Optional[int]) -> dict[str, Any]:
     """The manifest's ``auto`` entry: what was measured, what won, by which rule."""
+    from deploy_res.core.timing import SETTLE_S
+
     return {"chosen": chosen, "rule": f"most images/s at batch {batch}, timed side by side at build",
             "images_per_s": {name: {str(b): v for b, v in per.items()} for name, per in images_per_s.items()},
-            "method": f"{ROUNDS} alternating blocks of {RUNS_PER_BLOCK} runs per engine and batch, {int(SETTLE_S * 1000)} ms pause before each, median",
+            "method": f"median of {ITERATIONS} runs per engine and batch, interleaved in blocks of >= {BLOCK_S} s after a {SETTLE_S * 1000:.0f} ms pause",
             "threads": threads}

@@ -5,6 +5,13 @@
   every top-1 the same.
 - ``fp16``: max error <= 3e-2 of the largest logit, cosine >= 0.999,
   top-1 agreement >= 0.98.
+- ``bf16`` (OpenVINO on CPUs with AVX512_BF16 or AMX; 8 mantissa bits
+  against FP16's 11, so between FP16's limits and INT8's): max error <= 5e-2
+  of the largest logit, cosine >= 0.998, top-1 agreement >= 0.95, top-1
+  accuracy at most 0.75 points below the reference. Measured on 64 held-out
+  photo crops (BatchNorm re-estimated on photos, OpenVINO 2026.4.1, Xeon with
+  AMX): max error 0.0087 / 0.0141, worst cosine 0.99995 / 0.99979 for
+  resnet18 / resnet50; the digits-trained ResNet: see README.
 - ``int8``: judged on agreement and accuracy, not elementwise error: mean
   cosine >= 0.98, worst-sample cosine >= 0.95, top-1 agreement >= 0.90; with
   labels, top-1 accuracy at most 1 point below the reference.
@@ -17,6 +24,7 @@ from typing import Any, Mapping, Optional
 DEFAULTS: dict[str, dict[str, Optional[float]]] = {
     "fp32": {"max_rel_error": 1e-3, "cosine_mean": None, "cosine_min": 0.99999, "top1_agreement": 1.0, "top1_drop_points": 0.5},
     "fp16": {"max_rel_error": 3e-2, "cosine_mean": None, "cosine_min": 0.999, "top1_agreement": 0.98, "top1_drop_points": 0.5},
+    "bf16": {"max_rel_error": 5e-2, "cosine_mean": None, "cosine_min": 0.998, "top1_agreement": 0.95, "top1_drop_points": 0.75},
     "int8": {"max_rel_error": None, "cosine_mean": 0.98, "cosine_min": 0.95, "top1_agreement": 0.90, "top1_drop_points": 1.0},
 }
 UPPER_BOUNDS = ("max_rel_error", "top1_drop_points")
