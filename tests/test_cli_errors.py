@@ -83,14 +83,15 @@ def _refuse_writes_in(monkeypatch, folder: Path, code: int = errno.EACCES):
     """Make creating a file in ``folder`` fail as a read-only folder does (root ignores chmod)."""
     import tempfile
 
-    real = tempfile.mkstemp
+    def refusing(real):
+        def make(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == folder.resolve():
+                raise PermissionError(code, os.strerror(code), str(dir))
+            return real(*args, dir=dir, **kwargs)
+        return make
 
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() == folder.resolve():
-            raise PermissionError(code, os.strerror(code), str(dir))
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", refusing(tempfile.mkstemp))
+    monkeypatch.setattr(tempfile, "mkdtemp", refusing(tempfile.mkdtemp))
 
 
 def test_optimize_into_a_read_only_folder(run, tiny_onnx, tmp_path, monkeypatch):

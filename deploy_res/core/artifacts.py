@@ -9,9 +9,11 @@ then renamed over the target, so an error or Ctrl-C never leaves a
 half-written artifact behind.
 
 An artifact and its manifest are one unit (:func:`write_artifact`): both are
-written to temporary files first; the commit then moves the old manifest away,
-then the old artifact, renames the new artifact into place and the new manifest
-last, and deletes the old pair. An error or Ctrl-C at any step rolls back, so a
+written first into a private temporary folder beside the target, under their
+final names (with any companion file, such as ONNX external data); the commit
+then moves the old manifest away, then the old artifact (and companions),
+renames the new companions, the new artifact and the new manifest last into
+place, and deletes the old pair. An error or Ctrl-C at any step rolls back, so a
 folder holds the old pair, the new pair, or neither, never an artifact beside
 another run's manifest. Ctrl-C is held back while the renames run. Were the
 process killed outright mid-commit, the worst left is an artifact without a
@@ -29,6 +31,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -79,13 +82,14 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
 
 
 WRITE_STEPS = ("temp-created", "temp-written", "placed",
-               "artifact-written", "manifest-written", "old-manifest-moved", "old-artifact-moved",
-               "artifact-placed", "manifest-placed", "committed")
+               "artifact-written", "manifest-written", "old-manifest-moved", "old-artifact-moved", "old-companion-moved",
+               "companion-placed", "artifact-placed", "manifest-placed", "committed")
 """The steps at which :func:`write_hook`'s hook is called. A single file (:func:`atomic_path`):
 temp-created, temp-written, placed. An artifact with its manifest (:func:`write_artifact`):
-temp-created, then the stage's own writes into the temporary file, artifact-written,
-manifest-written, old-manifest-moved and old-artifact-moved (when there was an old one),
-artifact-placed, manifest-placed, committed."""
+temp-created, then the stage's own writes into the temporary folder, artifact-written,
+manifest-written, old-manifest-moved, old-artifact-moved and old-companion-moved (for each
+old file there was), companion-placed (each, e.g. external data), artifact-placed,
+manifest-placed, committed."""
 
 WriteHook = Callable[[str, Path], None]
 _write_hook: Optional[WriteHook] = None
@@ -165,9 +169,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 class PendingArtifact:
     """An artifact being written by :func:`write_artifact`.
 
-    The stage writes the artifact's bytes to :attr:`path` (a temporary file
-    beside :attr:`target`; it may read it back, e.g. for a parity check), then
-    calls :meth:`set_manifest` once the file is final.
+    The stage writes the artifact's bytes to :attr:`path`, which has the final
+    file name but lies in a private temporary folder beside :attr:`target`
+    (the stage may read it back, e.g. for a parity check). Files the writer puts
+    beside it under names of their own (ONNX external data ``<name>.data``, an
+    OpenVINO IR's ``.bin``) are companions: placed with the artifact, as part of
+    the unit. Once the file is final the stage calls :meth:`set_manifest`.
     """
 
     def __init__(self, target: Path, path: Path) -> None:
@@ -179,6 +186,11 @@ class PendingArtifact:
         """The manifest for the file now at :attr:`path`, to be placed with it; returns the record."""
         self.manifest = _manifest_record(self.path, stage, body, name_as=self.target)
         return self.manifest
+
+
+COMPANION_SUFFIXES = (".data",)
+"""Files ``<artifact><suffix>`` that belong to an artifact even when a new version has none (ONNX external
+data): an old one is removed with the old pair rather than left beside a file that does not use it."""
 
 
 @contextlib.contextmanager
@@ -193,51 +205,59 @@ def write_artifact(target: str | os.PathLike, manifest: bool = True) -> Iterator
     removed with the old artifact (it would describe another file).
     """
     target = Path(target)
+    if target.is_dir():
+        raise DeployResError(f"cannot write {target}: it is a folder; name a file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise _write_error(target, exc) from None
-    pending = PendingArtifact(target, _temp_beside(target, ".part"))
-    manifest_tmp: Optional[Path] = None
+    pending = PendingArtifact(target, staging / target.name)
     try:
         _step("temp-created", target)
         yield pending
+        if not pending.path.is_file():
+            raise RuntimeError(f"write_artifact({target.name}): the stage wrote no artifact")
         _step("artifact-written", target)
         if manifest:
             if pending.manifest is None:
                 raise RuntimeError(f"write_artifact({target.name}): the stage set no manifest")
-            manifest_tmp = _temp_beside(manifest_path(target), ".part")
-            manifest_tmp.write_text(_json_text(pending.manifest))
+            manifest_path(pending.path).write_text(_json_text(pending.manifest))
             _step("manifest-written", target)
-        _commit(target, pending.path, manifest_tmp)
+        _commit(target, staging, manifest)
     except BaseException as exc:
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_error(target, exc) from None
         raise
     finally:
-        pending.path.unlink(missing_ok=True)
-        if manifest_tmp is not None:
-            manifest_tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     _step("committed", target)
 
 
-def _commit(target: Path, artifact_tmp: Path, manifest_tmp: Optional[Path]) -> None:
-    """Place ``artifact_tmp`` at ``target`` and ``manifest_tmp`` beside it as one unit, or roll back."""
+def _commit(target: Path, staging: Path, with_manifest: bool) -> None:
+    """Move the staged artifact (its companions first, its manifest last) to ``target``'s folder as one unit, or roll back."""
+    folder = target.parent
     old_manifest = manifest_path(target)
+    companions = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name not in (target.name, old_manifest.name))
+    stale = [folder / (target.name + suffix) for suffix in COMPANION_SUFFIXES if target.name + suffix not in companions]
     moved: list[tuple[Path, Path]] = []  # (backup, original place) of the old pair
     placed: list[Path] = []
+    new = [(staging / name, folder / name, "companion-placed") for name in companions] + [(staging / target.name, target, "artifact-placed")]
+    if with_manifest:
+        new.append((staging / old_manifest.name, old_manifest, "manifest-placed"))
     with _interrupts_held():
         try:
-            for old, step in ((old_manifest, "old-manifest-moved"), (target, "old-artifact-moved")):
+            # The old manifest first: from here on no manifest describes a file it is not beside.
+            olds = [(old_manifest, "old-manifest-moved"), (target, "old-artifact-moved")]
+            olds += [(folder / name, "old-companion-moved") for name in companions] + [(path, "old-companion-moved") for path in stale]
+            for old, step in olds:
                 if old.is_file() or old.is_symlink():
                     backup = old.with_name(f".{old.name}.{secrets.token_hex(4)}.old")
                     os.replace(old, backup)
                     moved.append((backup, old))
                     _step(step, target)
-            for tmp, final, step in ((artifact_tmp, target, "artifact-placed"), (manifest_tmp, old_manifest, "manifest-placed")):
-                if tmp is None:
-                    continue
-                os.chmod(tmp, 0o666 & ~_UMASK)
+            for tmp, final, step in new:
+                os.chmod(tmp, 0o666 & ~_UMASK)  # mkdtemp's folder is private; give the files the usual mode
                 os.replace(tmp, final)
                 placed.append(final)
                 _step(step, target)

@@ -36,6 +36,10 @@ def _pairs(folder: Path, skip: str = "\0") -> dict[str, str | None]:
         if skip in name:
             state[name] = sha256_file(folder / name)
             continue
+        if name.endswith(".data"):  # a companion (ONNX external data): part of its artifact's unit
+            assert (folder / name[: -len(".data")]).is_file(), f"{name} without its artifact"
+            state[name] = sha256_file(folder / name)
+            continue
         if name.endswith(".json"):
             assert (folder / name[: -len(".json")]).is_file(), f"manifest {name} without its artifact"
             continue
@@ -76,7 +80,7 @@ def _interrupt_at_every_step(folder: Path, run, errors=(KeyboardInterrupt,), pai
             # A stage may write several pairs in turn: those committed up to this step are new, the others old.
             committed = {n for s, n in steps[: index + 1] if s in ("committed", "placed")}
             for artifact in set(before) | set(after):
-                if artifact in committed:
+                if artifact in committed or artifact.removesuffix(".data") in committed:
                     assert artifact in after, f"{error.__name__} at step {index}: {artifact} was committed, then lost"
                 else:
                     assert after.get(artifact) == before.get(artifact), \
@@ -104,6 +108,52 @@ def test_write_artifact_unit(tmp_path):
                                      "old-artifact-moved", "artifact-placed", "manifest-placed", "committed"]
     manifest = json.loads(manifest_path(target).read_text())
     assert manifest["artifact"]["path"] == str(target.absolute()) and manifest["run"] == counter[0]
+
+
+def test_companion_files_are_part_of_the_unit(tmp_path):
+    """External data beside the artifact moves with it; an old one goes when the new artifact has none."""
+    counter = [0]
+    target = tmp_path / "model.onnx"
+
+    def run(data: bool = True):
+        with write_artifact(target) as pending:
+            pending.path.write_bytes(_bump(counter))
+            if data:
+                pending.path.with_name(target.name + ".data").write_bytes(b"weights %d" % counter[0])
+            pending.set_manifest("test", {})
+
+    steps = _interrupt_at_every_step(tmp_path, run, errors=(KeyboardInterrupt, Injected))
+    assert {"companion-placed", "old-companion-moved"} <= {s for s, _ in steps}
+    run(data=False)
+    assert not (tmp_path / "model.onnx.data").exists()
+    _pairs(tmp_path)
+
+
+def test_optimize_with_external_data_interrupted_at_every_step(tmp_path, monkeypatch):
+    """Past the 2 GB limit (lowered here) the weights go to ``<name>.data``: written and placed with the ONNX."""
+    from deploy_res.core import onnx_io
+    from deploy_res.exporters import optimize as runner
+    from deploy_res.optimize import optimize_file
+
+    monkeypatch.setattr(runner, "PROTOBUF_LIMIT", 10_000)
+    monkeypatch.setattr(onnx_io, "PROTOBUF_LIMIT", 10_000)
+    source = tmp_path / "src" / "big.onnx"
+    source.parent.mkdir()
+    onnx.save(_tiny_graph(), str(source))
+    out = tmp_path / "out"
+    out.mkdir()
+    seeds = iter(range(1000))
+
+    def run():
+        from graph_builders import conv_bn
+
+        onnx.save(conv_bn(channels=32, eps=1e-5 + next(seeds) * 1e-3), str(source))  # new weights each run
+        optimize_file(source, out / "big.opt.onnx")
+
+    steps = _interrupt_at_every_step(out, run)
+    assert ("companion-placed", "big.opt.onnx") in steps, steps
+    assert (out / "big.opt.onnx.data").stat().st_size > 5_000
+    onnx.checker.check_model(str(out / "big.opt.onnx"))
 
 
 def test_first_write_interrupted_leaves_neither(tmp_path):
