@@ -239,3 +239,23 @@ def test_engine_from_another_cpu_with_a_changed_source_is_refused(ort_engine, ex
     manifest_path(engine).write_text(json.dumps(manifest))
     line = _one_error_line(_run("validate", engine, "--samples", 2))
     assert f"engine source {source}" in line and "sha256" in line
+
+
+def test_per_layer_sources_are_verified(tiny, tmp_path):
+    from deploy_res.validation.sensitivity import qdq_sources
+
+    path, data = tiny
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(path, source)
+    np.save(tmp_path / "calib.npy", data)
+    result = _run("build-engine", source, "--backend", "onnxruntime", "--int8", "--calib-data", tmp_path / "calib.npy",
+                  "--calib-samples", "16", "--calib-method", "minmax", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    engine = tmp_path / "out" / "tiny.int8.cpu.ort.onnx"
+    qdq, float_graph = qdq_sources(engine)
+    onnx.save(conv_bn(channels=8, bias=False), str(float_graph))  # not the graph the Q/DQ was made from
+    with pytest.raises(DeployResError, match=r"FP32 graph .*sha256"):
+        qdq_sources(engine)
+    qdq.write_bytes(qdq.read_bytes()[:-10])
+    with pytest.raises(DeployResError, match=r"engine source .*sha256"):
+        qdq_sources(engine)

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.artifacts import read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.onnxruntime.backend import cpu_session
 
@@ -42,6 +42,10 @@ def qdq_sources(artifact: str | Path) -> tuple[Path, Path]:
     float_path = Path(manifest.get("inputs", {}).get("onnx", {}).get("path", ""))
     if manifest.get("settings", {}).get("precision") != "int8" or not path.is_file() or not float_path.is_file():
         raise DeployResError(f"{Path(artifact).name} does not lead back to a Q/DQ ONNX and its FP32 graph through its manifests; --per-layer needs an INT8 artifact built by deployres")
+    remedy = "rebuild it with `deployres build-engine --int8`"
+    if path != Path(artifact):
+        verify_record(path, (read_manifest(artifact) or {}).get("source"), "engine source", remedy)
+    verify_record(float_path, manifest["inputs"]["onnx"], "FP32 graph", remedy)
     return path, float_path
 
 
