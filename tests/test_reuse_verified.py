@@ -197,6 +197,13 @@ def test_validate_refuses_a_changed_checkpoint_in_one_line(exported, tmp_path):
     torch.save(load_model("resnet18", init_seed=5).module.state_dict(), weights)  # same keys, other numbers
     line = _one_error_line(_run("validate", result.onnx_path, "--samples", 2))
     assert f"checkpoint {weights}" in line and "sha256" in line and "FAILED" not in line
+    # profile --torch rebuilds the same reference: the torch entry is not measured, and says why
+    profiled = _run("profile", result.onnx_path, "--torch", "--torch-modes", "eager", "--iterations", 1, "--batch", 1,
+                    "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
+    assert profiled.exit_code == 0, profiled.output
+    rows = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"]
+    torch_row = next(row for row in rows if row["kind"] == "torch")
+    assert not torch_row["measured"] and f"checkpoint {weights}" in torch_row["error"] and "sha256" in torch_row["error"]
 
 
 def test_engine_that_differs_from_its_manifest_is_refused(ort_engine, exported, tmp_path):
