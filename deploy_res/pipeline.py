@@ -77,6 +77,7 @@ def run_pipeline(
     (eager) in the comparison.
     """
     from deploy_res.build import build_engine
+    from deploy_res.engines import backend_of
     from deploy_res.data import check_source, sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import export
@@ -130,8 +131,13 @@ def run_pipeline(
         if limits:
             result.validations[precision]["note"] = "demo checkpoint with an untrained classifier: top-1 agreement reported, not judged"
 
+    artifacts = list(result.engines.values())
+    fp32 = result.engines.get("fp32")
+    if fp32 is not None and backend_of(fp32) == "openvino" and backend in ("auto", "openvino"):
+        step("building the ONNX Runtime FP32 engine as the baseline of the comparison")
+        artifacts.insert(0, build_engine(exported.onnx_path, folder, backend="onnxruntime", quiet=quiet, console=console).engine)
     step("profiling the engines" + (" and the PyTorch original" if torch_modes else ""))
-    result.report = profile(list(result.engines.values()), batches=batches, warmup_s=warmup_s, duration_s=duration_s,
+    result.report = profile(artifacts, batches=batches, warmup_s=warmup_s, duration_s=duration_s,
                             torch_modes=torch_modes, validation_results=list(result.validations.values()),
                             output_dir=folder / "report", quiet=quiet, console=console)
     result.interrupted = result.report.get("status") == "interrupted"
