@@ -33,7 +33,8 @@ def cleanup(graph: gs.Graph) -> PassResult:
     Runtime), removal of no-ops (same-type Casts, identity Transposes,
     shape-preserving Expands/Reshapes/Squeezes), Reshape targets built from
     the input's own dynamic dimensions made constant, ``Transpose`` pairs
-    merged or cancelled, duplicate nodes computed once; last, duplicate
+    merged or cancelled, Reshape pairs and widening Cast pairs merged,
+    duplicate nodes computed once; last, duplicate
     initializers merged and dead nodes removed. Graph inputs and output
     names are never changed. See :mod:`deploy_res.exporters.passes.simplify`.
     """
@@ -44,7 +45,7 @@ def cleanup(graph: gs.Graph) -> PassResult:
     result.details["identity_dropout_removed"] = _remove_passthrough(graph, result)
     result.details["castlike_to_cast"] = _castlike_to_cast(graph)
     lowered = _lower_constant_nodes(graph)
-    for key in ("shapes_folded", "nodes_folded", "noops_removed", "reshape_dims_copied", "transposes_merged", "duplicate_nodes"):
+    for key in ("shapes_folded", "nodes_folded", "noops_removed", "reshape_dims_copied", "transposes_merged", "reshapes_merged", "casts_merged", "duplicate_nodes"):
         result.details[key] = 0
     result.details["nodes_folded"] = lowered
     for _ in range(MAX_ROUNDS):
@@ -54,6 +55,8 @@ def cleanup(graph: gs.Graph) -> PassResult:
             "noops_removed": _remove_noops(graph),
             "reshape_dims_copied": simplify.reshape_copy_dims(graph, result),
             "transposes_merged": simplify.merge_transposes(graph, result),
+            "reshapes_merged": simplify.merge_reshapes(graph, result),
+            "casts_merged": simplify.merge_casts(graph, result),
         }
         kept = {
             "identity_dropout_removed": _remove_passthrough(graph, result),

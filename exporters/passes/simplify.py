@@ -17,7 +17,12 @@ them; the pass runner checks the result numerically like every pass.
 - :func:`merge_duplicates` (common-subexpression elimination): nodes with
   the same op, inputs and attributes are computed once;
 - :func:`merge_transposes`: ``Transpose -> Transpose`` becomes one Transpose
-  with the composed permutation, or nothing when they cancel.
+  with the composed permutation, or nothing when they cancel;
+- :func:`merge_reshapes`: ``Reshape -> Reshape`` reads the first one's input
+  when the second target is constant and copies nothing (no 0);
+- :func:`merge_casts`: ``Cast(Cast(x, A), B)`` becomes ``Cast(x, B)`` when
+  ``A`` holds every value of ``x``'s type exactly (float32 -> float64 ->
+  float32 is then a no-op, which the cleanup removes).
 """
 
 from __future__ import annotations
@@ -367,3 +372,67 @@ def is_identity_transpose(node: gs.Node) -> bool:
     """A Transpose whose permutation keeps every axis in place (a no-op)."""
     perm = _perm(node) if is_standard(node, "Transpose") and node.inputs else None
     return perm is not None and perm == list(range(len(perm)))
+
+
+# ---------------------------------------------------------------- Reshape and Cast chains
+
+
+def merge_reshapes(graph: gs.Graph, result: PassResult) -> int:
+    """``Reshape(Reshape(x, s1), s2)`` reads ``x`` directly when ``s2`` is a constant without 0 entries; return how many."""
+    changed = 0
+    for node in list(graph.nodes):
+        if not is_standard(node, "Reshape") or len(node.inputs) != 2 or not isinstance(node.inputs[1], gs.Constant):
+            continue
+        inner = producer(node.inputs[0])
+        if inner is None or not is_standard(inner, "Reshape") or not inner.inputs:
+            continue
+        target = np.asarray(node.inputs[1].values).reshape(-1)
+        if 0 in target and not node.attrs.get("allowzero", 0):
+            result.skip(f"{label(node)}: its target copies a dimension (0) of {label(inner)}'s output; not merged")
+            continue
+        node.inputs[0] = inner.inputs[0]
+        changed += 1
+    return changed
+
+
+_P = onnx.TensorProto
+_WIDER = {
+    _P.FLOAT16: {_P.FLOAT, _P.DOUBLE},
+    _P.BFLOAT16: {_P.FLOAT, _P.DOUBLE},
+    _P.FLOAT: {_P.DOUBLE},
+    _P.BOOL: {_P.INT8, _P.INT16, _P.INT32, _P.INT64, _P.UINT8, _P.UINT16, _P.UINT32, _P.UINT64, _P.FLOAT16, _P.FLOAT, _P.DOUBLE},
+    _P.INT8: {_P.INT16, _P.INT32, _P.INT64, _P.FLOAT16, _P.FLOAT, _P.DOUBLE},
+    _P.UINT8: {_P.INT16, _P.INT32, _P.INT64, _P.UINT16, _P.UINT32, _P.UINT64, _P.FLOAT16, _P.FLOAT, _P.DOUBLE},
+    _P.INT16: {_P.INT32, _P.INT64, _P.FLOAT, _P.DOUBLE},
+    _P.UINT16: {_P.INT32, _P.INT64, _P.UINT32, _P.UINT64, _P.FLOAT, _P.DOUBLE},
+    _P.INT32: {_P.INT64, _P.DOUBLE},
+    _P.UINT32: {_P.INT64, _P.UINT64, _P.DOUBLE},
+}
+"""Type -> the types that represent each of its values exactly (a Cast there and back changes nothing)."""
+
+
+def onnx_type(dtype: Any) -> Optional[int]:
+    """A tensor's dtype (NumPy or ONNX) as an ONNX type number; None when unknown."""
+    try:
+        return dtype if isinstance(dtype, int) else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def merge_casts(graph: gs.Graph, result: PassResult) -> int:
+    """``Cast(Cast(x, A), B)`` becomes ``Cast(x, B)`` where ``A`` is exact for ``x``'s type; return how many."""
+    changed = 0
+    for node in list(graph.nodes):
+        if not is_standard(node, "Cast") or not node.inputs:
+            continue
+        inner = producer(node.inputs[0])
+        if inner is None or not is_standard(inner, "Cast") or not inner.inputs:
+            continue
+        source = onnx_type(inner.inputs[0].dtype)
+        if source is None:
+            continue
+        if inner.attrs.get("to") not in _WIDER.get(source, ()):
+            continue  # a narrowing or lossy middle step rounds: not removable
+        node.inputs[0] = inner.inputs[0]
+        changed += 1
+    return changed

@@ -225,6 +225,34 @@ def test_noop_casts_go_and_real_ones_stay():
     assert check["ok"] and check["max_abs_error"] == 0.0
 
 
+def test_cast_round_trip_through_a_wider_type_goes_and_a_narrower_one_stays():
+    nodes = [
+        helper.make_node("Cast", ["input"], ["d"], "to_double", to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["d"], ["f"], "back", to=TensorProto.FLOAT),  # exact: a no-op pair
+        helper.make_node("Cast", ["f"], ["h"], "to_half", to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["h"], ["output"], "from_half", to=TensorProto.FLOAT),  # rounds: stays
+    ]
+    result, after, check = apply(model(nodes, [value("input", SHAPE)], [value("output", SHAPE)]), cleanup)
+    assert ops(after) == ["Cast", "Cast"] and [n.name for n in after.graph.node] == ["to_half", "from_half"]
+    assert result.details["casts_merged"] >= 1
+    assert check["ok"] and check["max_abs_error"] == 0.0
+
+
+def test_reshape_pairs_merge_unless_the_second_copies_a_dim():
+    nodes = [
+        _const("s1", np.array([0, 4, 36], I64)),
+        helper.make_node("Reshape", ["input", "s1"], ["r1"], "r1"),
+        _const("s2", np.array([-1, 144], I64)),
+        helper.make_node("Reshape", ["r1", "s2"], ["r2"], "r2"),
+        _const("s3", np.array([0, 12, 12], I64)),
+        helper.make_node("Reshape", ["r2", "s3"], ["output"], "r3"),  # its 0 copies r2's dim: kept on r2
+    ]
+    result, after, check = apply(model(nodes, [value("input", SHAPE)], [value("output", ["batch", 12, 12])]), cleanup)
+    assert ops(after) == ["Reshape", "Reshape"] and node(after, "Reshape").input[0] == "input"
+    assert any("copies a dimension" in reason for reason in result.skipped)
+    assert check["ok"] and check["max_abs_error"] == 0.0
+
+
 # ---------------------------------------------------------------- fold_into_conv
 
 
