@@ -129,20 +129,26 @@ class TritonServer:
             return False
 
     def stop(self) -> Optional[int]:
-        """SIGTERM the server's process group (it leads it: its PID), SIGKILL after ``stop_timeout_s``; return its exit code."""
+        """SIGTERM the server by its PID, SIGKILL its process group (it leads it) after ``stop_timeout_s``;
+        stubs left in the group after the server exits are killed too. Returns the server's exit code."""
         if self._closed:
             return self.process.returncode
         self._closed = True
         if self.process.poll() is None:
             with _suppress_lookup():
-                os.killpg(self.pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGTERM)  # Triton unloads its models and ends their stubs itself
             try:
                 self.process.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 with _suppress_lookup():
                     os.killpg(self.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        else:  # the server is gone; stubs it left in its group go too
+        # Python-backend stubs the server started live in its process group: any still there once
+        # the server has exited are ended too (the group outlives its leader only through them).
+        deadline = time.monotonic() + 5
+        while _group_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(self.pid):
             with _suppress_lookup():
                 os.killpg(self.pid, signal.SIGKILL)
         self._final_log = self.log()
@@ -154,6 +160,23 @@ class TritonServer:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``, from ``/proc``; empty where there is no ``/proc``."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
 
 
 class _suppress_lookup:

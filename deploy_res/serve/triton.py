@@ -9,7 +9,8 @@ engine             Triton model                       file in ``1/``
 ONNX Runtime       ``backend: "onnxruntime"``         ``model.onnx``: the engine's *source* ONNX (below);
                                                       a folder ``model.onnx/`` when it has external data
 TensorRT plan      ``platform: "tensorrt_plan"``      ``model.plan``: the engine itself
-OpenVINO           ``backend: "openvino"``            ``model.xml`` + ``model.bin``: IR of the source ONNX
+OpenVINO           ``backend: "openvino"``            ``model.xml`` + ``model.bin``: the engine's IR
+                                                      (IR of its source ONNX for a compiled-blob engine)
 any, with          ``backend: "python"``              ``model.py`` (deployres' runner, see
 ``python_backend``                                    :mod:`deploy_res.serve.runtime`) + ``engine/``
 =================  =================================  =====================================================
@@ -21,8 +22,8 @@ this CPU* (``com.microsoft.nchwc`` ops blocked for its vector width, see
 Runtime build, often on another CPU, and applies the same optimisation level
 by default at load, so the portable file the engine was built from, checked
 against the sha256 in the engine's manifest, is what it should be given. The
-same holds for OpenVINO's compiled blob, which only the OpenVINO version and
-CPU that wrote it can import: Triton's ``openvino`` backend gets IR.
+same holds for OpenVINO's compiled model: an OpenVINO engine is IR plus a
+compiled-model cache for its CPU; Triton's ``openvino`` backend gets the IR.
 
 Every config follows from the manifests and the ONNX graph:
 
@@ -381,6 +382,17 @@ def _copy_onnx(source: Path, info: dict[str, Any], version_dir: Path) -> str:
     return "model.onnx/"
 
 
+def _weights_file(engine: Engine) -> Optional[Path]:
+    """An OpenVINO IR engine's weights (``<name>.bin`` beside ``<name>.xml``), or ``None``."""
+    if engine.backend != "openvino" or engine.path.suffix != ".xml":
+        return None
+    named = engine.manifest.get("engine", {}).get("weights")
+    weights = engine.path.with_name(named) if named else engine.path.with_suffix(".bin")
+    if not weights.is_file():
+        raise DeployResError(f"{engine.path.name}'s weights {weights.name} are missing beside it; rebuild the engine")
+    return weights
+
+
 def _write_openvino_ir(source: Path, version_dir: Path) -> str:
     try:
         import openvino as ov
@@ -473,6 +485,9 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
         engine_dir.mkdir()
         shutil.copyfile(engine.path, engine_dir / engine.path.name)
         shutil.copyfile(manifest_path(engine.path), engine_dir / manifest_path(engine.path).name)
+        weights = _weights_file(engine)
+        if weights is not None:  # OpenVINO IR: the .bin beside the .xml
+            shutil.copyfile(weights, engine_dir / weights.name)
         spec = {"engine": f"engine/{engine.path.name}", "backend": engine.backend, "precision": engine.precision,
                 "inputs": [t.name for t in engine.inputs], "outputs": [t.name for t in engine.outputs]}
         if engine.device == "cpu":
@@ -491,6 +506,11 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
         served = {"kind": "onnxruntime", "file": f"{VERSION}/{name}",
                   "what": "the engine's source ONNX (portable); the engine file is ONNX Runtime's graph optimised for the CPU it was "
                           "built on, and Triton's ONNX Runtime re-applies that optimisation at load for its own CPU"}
+    elif _weights_file(engine) is not None:  # the engine is IR (+ a compiled-model cache for its CPU, not shipped)
+        shutil.copyfile(engine.path, version_dir / "model.xml")
+        shutil.copyfile(_weights_file(engine), version_dir / "model.bin")
+        served = {"kind": "openvino", "file": f"{VERSION}/model.xml + model.bin",
+                  "what": "the engine's OpenVINO IR (its compiled-model cache belongs to the CPU it was built on and is left out)"}
     else:
         name = _write_openvino_ir(engine.source, version_dir)
         served = {"kind": "openvino", "file": f"{VERSION}/{name}",
@@ -510,7 +530,8 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
         "served": {**served, "files": [{"path": str(p.relative_to(model_dir)), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in served_files]},
         "engine": {**file_record(engine.path), "backend": engine.backend, "device": engine.device, "precision": engine.precision,
                    "manifest": {"path": str(manifest_path(engine.path).absolute()), "sha256": sha256_file(manifest_path(engine.path))},
-                   "built_for": {k: v for k, v in engine.manifest.get("engine", {}).items() if k not in ("backend",)}},
+                   "built_for": {k: v for k, v in engine.manifest.get("engine", {}).items() if k not in ("backend",)},
+                   **({"weights": file_record(_weights_file(engine))} if _weights_file(engine) is not None else {})},
         "source": {**file_record(engine.source), "manifest_sha256": sha256_file(manifest_path(engine.source)) if manifest_path(engine.source).is_file() else None,
                    "onnx": engine.onnx_info},
         **lineage(engine.manifest),

@@ -18,3 +18,17 @@ def served_engine(tmp_path_factory, export_cache) -> Path:
     built = build_engine(exported.onnx_path, folder, backend="onnxruntime", quiet=True)
     assert validate(built.engine, samples=8, batch=8)["passed"]
     return built.engine
+
+
+@pytest.fixture(scope="session")
+def served_openvino_engine(tmp_path_factory, export_cache) -> Path:
+    """The same resnet18 as an OpenVINO FP32 engine (IR + cache), validated; skipped without openvino."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from deploy_res.build import build_engine
+    from deploy_res.validation import validate
+
+    exported = export_cache("resnet18", exporter="torchscript")
+    folder = tmp_path_factory.mktemp("serve-openvino")
+    built = build_engine(exported.onnx_path, folder, backend="openvino", quiet=True)
+    assert validate(built.engine, samples=8, batch=8)["passed"]
+    return built.engine

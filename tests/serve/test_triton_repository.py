@@ -145,16 +145,34 @@ def test_tensorrt_plan_repository(served_engine, tmp_path):
     assert any("TensorRT 10.13.0.35" in note for note in result.notes)
 
 
-def test_openvino_repository(served_engine, tmp_path):
-    pytest.importorskip("openvino", reason="openvino is not installed")
-    engine = _fake_engine(served_engine, tmp_path / "ov", "openvino", ".ov.xml", {"device": "cpu", "precision": "fp32", "openvino": "x"})
+def test_openvino_repository(served_openvino_engine, tmp_path):
+    engine = served_openvino_engine
     result = triton([engine], tmp_path / "repo", cores=2)
-    model_dir = tmp_path / "repo" / result.models[0]["name"]
+    (model,) = result.models
+    assert model["name"] == "resnet18_fp32_openvino"
+    model_dir = tmp_path / "repo" / model["name"]
     config = parse_config(model_dir)
-    check_against_graph(config, Path(manifest_of(served_engine)["source"]["path"]))
-    assert config.backend == "openvino"
-    assert (model_dir / "1" / "model.xml").is_file() and (model_dir / "1" / "model.bin").is_file()
+    check_against_graph(config, Path(manifest_of(engine)["source"]["path"]))
+    assert config.backend == "openvino" and config.max_batch_size == manifest_of(engine)["batch_range"]["max"]
+    # The engine's own IR is served (its compiled-model cache belongs to this CPU and stays out).
+    assert sha256_file(model_dir / "1" / "model.xml") == sha256_file(engine)
+    assert sha256_file(model_dir / "1" / "model.bin") == sha256_file(engine.with_suffix(".bin"))
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.bin", "model.xml"]
     assert config.parameters["INFERENCE_NUM_THREADS"].string_value == "2" and config.parameters["NUM_STREAMS"].string_value == "1"
+    assert "HINT_BF16" not in config.parameters
+    lineage = json.loads((model_dir / LINEAGE_FILE).read_text())
+    assert lineage["engine"]["weights"]["sha256"] == sha256_file(engine.with_suffix(".bin"))
+    from deploy_res.engines.openvino.backend import missing_bf16_isa
+
+    if missing_bf16_isa() is None:  # this CPU has BF16: Triton's openvino backend cannot keep FP32 here
+        assert any("HINT_BF16" in note for note in result.notes)
+
+
+def test_openvino_python_backend_ships_ir_weights(served_openvino_engine, tmp_path):
+    engine = served_openvino_engine
+    triton([engine], tmp_path / "repo", python_backend=True)
+    shipped = tmp_path / "repo" / "resnet18_fp32_openvino" / "1" / "engine"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted([engine.name, engine.name + ".json", engine.with_suffix(".bin").name, "source.onnx"])
 
 
 def test_failed_validation_refused_unless_forced(served_engine, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,13 +27,29 @@ QUEUE_DELAY_US = 200_000
 """Long enough that 8 requests sent at once land in one batch even on 2 busy cores."""
 
 
+OPENVINO_MODEL = "resnet18_fp32_openvino"
+
+
 @pytest.fixture(scope="module")
-def server(served_engine, tmp_path_factory):
+def openvino_engine(request):
+    """The OpenVINO engine when openvino is installed, else ``None`` (its server test then skips)."""
+    import importlib.util
+
+    return request.getfixturevalue("served_openvino_engine") if importlib.util.find_spec("openvino") else None
+
+
+@pytest.fixture(scope="module")
+def server(served_engine, openvino_engine, tmp_path_factory):
     from deploy_res.serve import triton
     from deploy_res.serve.server import start_server
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
     triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US)
+    if openvino_engine is not None:  # the same model as an OpenVINO engine, in the same server
+        triton([openvino_engine], repo / OPENVINO_MODEL, python_backend=True, max_queue_delay_us=0)
+        (repo / OPENVINO_MODEL / OPENVINO_MODEL).rename(repo / "ov.tmp")
+        (repo / OPENVINO_MODEL).rmdir()
+        (repo / "ov.tmp").rename(repo / OPENVINO_MODEL)
     try:
         running = start_server(repo, ready_timeout_s=180)
     except DeployResError as exc:  # e.g. glibc < 2.35, or the wheel absent: say why, do not fail
@@ -134,6 +149,25 @@ def test_ensemble_classifies_a_jpeg(server, runner, served_engine):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
 
 
+def test_openvino_engine_served_through_python_backend(server, openvino_engine):
+    if openvino_engine is None:
+        pytest.skip("openvino is not installed")
+    from deploy_res.engines import load_engine
+
+    x = _inputs(2, seed=5)
+    runner = load_engine(openvino_engine)
+    expected = runner.run({"input": x})["logits"]
+    runner.close()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        feed = grpcclient.InferInput("input", list(x.shape), "FP32")
+        feed.set_data_from_numpy(x)
+        served = client.infer(OPENVINO_MODEL, [feed]).as_numpy("logits")
+    finally:
+        client.close()
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-4)
+
+
 def test_stop_ends_the_server_by_pid(server):
     """Last in the module: stop() ends the process group the server leads, within its exit timeout."""
     pid = server.pid
@@ -141,5 +175,6 @@ def test_stop_ends_the_server_by_pid(server):
     server.stop()
     assert time.monotonic() - start < 30
     assert server.process.poll() is not None
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    from deploy_res.serve.server import group_members
+
+    assert group_members(pid) == [], "Python-backend stubs outlived the server"
