@@ -13,9 +13,12 @@ one unit). Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import errno
+import logging
 import math
 import sys
+import warnings
 from typing import Optional
 
 import click
@@ -81,6 +84,21 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _library_chatter_off():
+    """Libraries' own warnings and log lines (torch, ONNX Runtime's quantiser) stay off stderr while a command
+    runs: deployres prints its notes and its one error line itself. ``python -W`` / PYTHONWARNINGS still apply."""
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
 
@@ -114,7 +132,8 @@ class DeployResGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _library_chatter_off():
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `deployres`: the help text is the answer
             exc.show()
             sys.exit(exc.exit_code)

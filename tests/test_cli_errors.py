@@ -269,3 +269,20 @@ def test_dynamo_failure_is_one_line_with_its_cause(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: dynamo export failed: ") and "data-dependent" in lines[0] and "try --exporter torchscript" in lines[0]
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_library_warnings_and_log_lines_stay_off_stderr(run, tiny_onnx, monkeypatch):
+    """A library's UserWarning or logging.warning before the failure does not print ahead of deployres' line."""
+    import logging
+    import warnings
+
+    import deploy_res.optimize
+    from deploy_res.core.errors import DeployResError
+
+    def chatty(*_args, **_kwargs):
+        warnings.warn("some library's advice", UserWarning)
+        logging.getLogger("onnxruntime.quantization").warning("Please consider to run pre-processing before quantization")
+        raise DeployResError("the one line")
+
+    monkeypatch.setattr(deploy_res.optimize, "optimize_file", chatty)
+    assert one_error_line(run("optimize", tiny_onnx)) == "error: the one line"
