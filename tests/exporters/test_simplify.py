@@ -444,3 +444,23 @@ def test_foreign_resnet_is_no_bigger_than_onnxsim(foreign):
     simplified, _ = onnxsim.simplify(foreign)
     optimized, _ = optimize(foreign, target="portable")
     assert len(optimized.graph.node) <= len(simplified.graph.node)
+
+
+def test_cli_optimize_of_a_tf2onnx_style_file(tmp_path, foreign):
+    """Where the user meets it: ``deployres optimize`` on the foreign file writes a graph with nothing foldable left."""
+    import json
+
+    from click.testing import CliRunner
+
+    from deploy_res.cli import cli
+
+    source = tmp_path / "keras_resnet.onnx"
+    onnx.save(foreign, str(source))
+    result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--target", "portable"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "fold_into_conv" in result.output
+    optimized = onnx.load(str(tmp_path / "out.onnx"))
+    counts = Counter(n.op_type for n in optimized.graph.node)
+    assert not counts.keys() & {"Shape", "Gather", "Concat", "Pad", "Cast", "Sub", "Mul"} and counts["Transpose"] == 1
+    report = json.loads((tmp_path / "out.onnx.json").read_text())["check"]["passes"]
+    assert report["nodes_before"] == len(foreign.graph.node) and report["nodes_after"] == len(optimized.graph.node)
