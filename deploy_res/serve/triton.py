@@ -431,7 +431,7 @@ class _Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _model_config(plan: _Plan, preferred: Sequence[int]) -> tuple[dict[str, Any], dict[str, str]]:
+def _model_config(plan: _Plan, preferred: Sequence[int]) -> dict[str, Any]:
     engine = plan.engine
     inputs, outputs = _io_config(engine, plan.max_batch_size > 0, plan.labels)
     config: dict[str, Any] = {"name": plan.name}
@@ -469,8 +469,7 @@ def _model_config(plan: _Plan, preferred: Sequence[int]) -> tuple[dict[str, Any]
     warm = _warmup(engine, plan.batch.get("opt", 1) if plan.max_batch_size > 0 else 0)
     if warm:
         config["model_warmup"] = warm
-    files = {}
-    return config, files
+    return config
 
 
 def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int) -> dict[str, Any]:
@@ -478,7 +477,7 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
     model_dir = folder / plan.name
     version_dir = model_dir / VERSION
     version_dir.mkdir(parents=True)
-    config, _ = _model_config(plan, preferred)
+    config = _model_config(plan, preferred)
     served: dict[str, Any]
     if plan.python:
         engine_dir = version_dir / "engine"
