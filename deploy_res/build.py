@@ -302,7 +302,7 @@ def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> Bui
     """``auto`` on a CPU: build with every candidate backend, time them side by side, keep the faster engine."""
     import shutil
 
-    from deploy_res.core.artifacts import manifest_path, write_manifest
+    from deploy_res.core.artifacts import remove_artifact, write_manifest
     from deploy_res.engines import choose
 
     built = {name: build_engine(**{**arguments, "backend": name}) for name in candidates}
@@ -320,9 +320,7 @@ def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> Bui
     for name, result in built.items():  # the slower engine is not kept
         if name == winner or result.engine is None:
             continue
-        for path in (result.engine, manifest_path(result.engine), result.engine.with_suffix(".bin") if name == "openvino" else None):
-            if path is not None:
-                path.unlink(missing_ok=True)
+        remove_artifact(result.engine, (result.engine.with_suffix(".bin").name,) if name == "openvino" else ())
         if name == "openvino":
             from deploy_res.engines.openvino.backend import cache_dir_of
 

@@ -83,13 +83,13 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
 
 WRITE_STEPS = ("temp-created", "temp-written", "placed",
                "artifact-written", "manifest-written", "old-manifest-moved", "old-artifact-moved", "old-companion-moved",
-               "companion-placed", "artifact-placed", "manifest-placed", "committed")
+               "companion-placed", "artifact-placed", "manifest-placed", "committed", "removed")
 """The steps at which :func:`write_hook`'s hook is called. A single file (:func:`atomic_path`):
 temp-created, temp-written, placed. An artifact with its manifest (:func:`write_artifact`):
 temp-created, then the stage's own writes into the temporary folder, artifact-written,
 manifest-written, old-manifest-moved, old-artifact-moved and old-companion-moved (for each
 old file there was), companion-placed (each, e.g. external data), artifact-placed,
-manifest-placed, committed."""
+manifest-placed, committed. :func:`remove_artifact`: removed, once per file."""
 
 WriteHook = Callable[[str, Path], None]
 _write_hook: Optional[WriteHook] = None
@@ -272,6 +272,35 @@ def _commit(target: Path, staging: Path, with_manifest: bool) -> None:
         for backup, _original in moved:
             with contextlib.suppress(OSError):
                 backup.unlink()
+
+
+def remove_artifact(target: str | os.PathLike, companions: tuple[str, ...] = ()) -> None:
+    """Remove an artifact with its manifest and companion files (``target``'s siblings named in
+    ``companions``, plus ``<target>.data``) as one unit: all are moved aside (the manifest first), then
+    deleted; an error or Ctrl-C while moving puts them back, so the pair is whole or gone."""
+    target = Path(target)
+    paths = [manifest_path(target), target] + [target.with_name(name) for name in companions]
+    paths += [target.with_name(target.name + suffix) for suffix in COMPANION_SUFFIXES]
+    moved: list[tuple[Path, Path]] = []
+    with _interrupts_held():
+        try:
+            for path in paths:
+                if path.exists() or path.is_symlink():
+                    backup = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+                    os.replace(path, backup)
+                    moved.append((backup, path))
+                    _step("removed", target)
+        except BaseException:
+            for backup, original in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(backup, original)
+            raise
+        for backup, _original in moved:
+            if backup.is_dir() and not backup.is_symlink():
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
 
 
 @contextlib.contextmanager

@@ -320,3 +320,32 @@ def test_int8_build_interrupted_at_every_step(tmp_path):
     assert any(".calib-" in name for name in names), names
     for text in caches().values():
         json.loads(text)  # whole JSON, whatever step was interrupted
+
+
+def test_remove_artifact_is_whole_or_nothing(tmp_path):
+    from deploy_res.core.artifacts import remove_artifact
+
+    target = tmp_path / "engine.xml"
+
+    def make():
+        with write_artifact(target) as pending:
+            pending.path.write_bytes(b"<xml/>")
+            pending.path.with_suffix(".bin").write_bytes(b"weights")
+            pending.set_manifest("test", {})
+
+    make()
+    steps = _record_steps(lambda: remove_artifact(target, ("engine.bin",)))
+    assert [s for s, _ in steps] == ["removed"] * 3 and list(tmp_path.iterdir()) == []
+    for index in range(len(steps)):
+        make()
+        calls = iter(range(100))
+
+        def hook(_step, _target, index=index):
+            if next(calls) == index:
+                raise Injected()
+
+        with write_hook(hook), pytest.raises(Injected):
+            remove_artifact(target, ("engine.bin",))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.bin", "engine.xml", "engine.xml.json"]
+    remove_artifact(target, ("engine.bin",))
+    assert list(tmp_path.iterdir()) == []
