@@ -43,8 +43,11 @@ def server(served_engine, openvino_engine, tmp_path_factory):
     from deploy_res.serve import triton
     from deploy_res.serve.server import start_server
 
-    repo = tmp_path_factory.mktemp("triton") / "repo"
-    triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US)
+    folder = tmp_path_factory.mktemp("triton")
+    repo = folder / "repo"
+    labels = folder / "labels.txt"
+    labels.write_text("".join(f"class_{i}\n" for i in range(1000)))
+    triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US, labels=labels)
     if openvino_engine is not None:  # the same model as an OpenVINO engine, in the same server
         triton([openvino_engine], repo / OPENVINO_MODEL, python_backend=True, max_queue_delay_us=0)
         (repo / OPENVINO_MODEL / OPENVINO_MODEL).rename(repo / "ov.tmp")
@@ -147,6 +150,23 @@ def test_ensemble_classifies_a_jpeg(server, runner, served_engine):
     finally:
         client.close()
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_classification_with_labels(server, runner):
+    """Triton's classification extension reads the label file deployres wrote: top classes by name, on the model and the ensemble."""
+    x = _inputs(1, seed=7)
+    top = np.argsort(-runner.run({"input": x})["logits"][0])[:3]
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        feed = httpclient.InferInput("input", list(x.shape), "FP32")
+        feed.set_data_from_numpy(x)
+        result = client.infer(MODEL, [feed], outputs=[httpclient.InferRequestedOutput("logits", class_count=3)])
+        entries = [item.decode() if isinstance(item, bytes) else str(item) for item in result.as_numpy("logits").reshape(-1)]
+    finally:
+        client.close()
+    # "score:index:label", best first
+    assert [int(entry.split(":")[1]) for entry in entries] == [int(i) for i in top]
+    assert [entry.split(":")[2] for entry in entries] == [f"class_{i}" for i in top]
 
 
 def test_openvino_engine_served_through_python_backend(server, openvino_engine):
