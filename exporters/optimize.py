@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -126,7 +125,7 @@ def optimize(
         raise DeployResError(f"ONNX Runtime cannot run the input model ({first_line(exc)}); check the file and its input shapes") from None
 
     graph = _import_graph(_infer_shapes(light), original)
-    checker = _GraphRunner(original, feeds)
+    checker = _GraphRunner(original, feeds, known=arrays)
     output_names = [tensor.name for tensor in graph.outputs]
     previous = reference
     passes = []
@@ -282,15 +281,17 @@ class _GraphRunner:
 
     :meth:`check` skips the run when the graph is identical to the one it ran
     last: the same serialised structure and small constants, the same weight
-    arrays, and each weight's CRC-32 unchanged since that run (so a weight
-    edited in place is caught). Identical graphs give identical outputs.
+    arrays, and each of them bit-for-bit what it was at that run (compared
+    with a copy, so a weight edited in place is caught). Identical graphs
+    give identical outputs.
     """
 
-    def __init__(self, original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], threshold: int = 1024) -> None:
+    def __init__(self, original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], threshold: int = 1024, known: Optional[Mapping[str, np.ndarray]] = None) -> None:
         self.original, self.feeds, self.threshold = original, feeds, threshold
         self._arrays: dict[int, tuple[Any, np.ndarray]] = {}
+        self._known = dict(known or {})  # arrays already read from the original's initializers, by name
         self._last: Optional[tuple] = None
-        self._crcs: dict[int, int] = {}
+        self._snapshots: dict[int, np.ndarray] = {}
 
     def _array(self, values: Any) -> Optional[np.ndarray]:
         if isinstance(values, np.ndarray):
@@ -302,7 +303,9 @@ class _GraphRunner:
             tensor = values.tensor
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 return None
-            cached = self._arrays[id(values)] = (values, _tensor_array(tensor))
+            known = self._known.get(tensor.name)
+            array = known if known is not None and known.shape == tuple(tensor.dims) else _tensor_array(tensor)
+            cached = self._arrays[id(values)] = (values, array)
         return cached[1]
 
     def model(self, graph: gs.Graph) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -339,13 +342,29 @@ class _GraphRunner:
         light, arrays = self.model(graph)
         data = light.SerializeToString()
         key = (data, tuple((name, id(array)) for name, array in arrays.items()))
-        crcs = {id(array): zlib.crc32(array) for array in arrays.values()} if key == self._last else None
-        if crcs is not None and crcs == self._crcs:
+        if key == self._last and all(_same_bytes(array, self._snapshots[id(array)]) for array in arrays.values() if id(array) in self._snapshots):
             return dict(previous), True
         outputs = _run_light(light, arrays, self.feeds, serialized=data)
         self._last = key
-        self._crcs = crcs if crcs is not None else {id(array): zlib.crc32(array) for array in arrays.values()}
+        # Arrays that could be edited in place (not views of immutable bytes) are remembered as they were run.
+        self._snapshots = {id(array): array.copy() for array in arrays.values() if not _views_bytes(array)}
         return outputs, False
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-for-bit equal (NaN payloads and -0.0 included)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8) if a.nbytes % np.dtype(w).itemsize == 0)
+    return bool(np.array_equal(a.reshape(-1).view(word), b.reshape(-1).view(word)))
+
+
+def _views_bytes(array: np.ndarray) -> bool:
+    """True when ``array`` is a view of an immutable ``bytes`` object (a weight read in place from the protobuf)."""
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, bytes)
 
 
 def _check(model: Union[onnx.ModelProto, str]) -> None:
@@ -363,13 +382,21 @@ def _check(model: Union[onnx.ModelProto, str]) -> None:
         raise ValidationFailed(f"the optimised graph fails the ONNX checker: {first_line(exc)}") from None
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its large initializers turned into graph inputs of the same type and shape."""
-    light, arrays = _split_weights(model)
-    kept = [tensor for tensor in light.graph.initializer if tensor.name not in arrays]
-    del light.graph.initializer[:]
-    light.graph.initializer.extend(kept)
-    light.graph.input.extend(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)) for name, array in arrays.items())
+def _without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """``model`` with its large initializers turned into graph inputs of the same type and shape (their bytes untouched)."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    source, graph = model.graph, light.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        if _raw_nbytes(tensor) <= threshold or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            graph.initializer.append(tensor)
+        else:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     return light
 
 
@@ -472,7 +499,7 @@ def _split_weights(model: onnx.ModelProto, threshold: int = 1024) -> tuple[onnx.
         getattr(graph, field).extend(getattr(source, field))
     arrays: dict[str, np.ndarray] = {}
     for tensor in source.initializer:
-        size = tensor.ByteSize()  # cheap: no copy of the bytes
+        size = _raw_nbytes(tensor)
         if size <= threshold or not tensor.HasField("raw_data") or tensor.data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING):
             graph.initializer.append(tensor)
             continue
@@ -481,6 +508,15 @@ def _split_weights(model: onnx.ModelProto, threshold: int = 1024) -> tuple[onnx.
         for key, value in (("location", "deployres-in-memory"), ("offset", "0"), ("length", str(array.nbytes))):
             stub.external_data.add(key=key, value=value)
     return light, arrays
+
+
+def _raw_nbytes(tensor: onnx.TensorProto) -> int:
+    """The size of a tensor's values from its dims and type (reading ``raw_data`` would copy the bytes)."""
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return tensor.ByteSize()
+    return itemsize * int(np.prod(tensor.dims, dtype=np.int64))
 
 
 def _tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
