@@ -17,6 +17,7 @@ import contextlib
 import errno
 import logging
 import math
+import signal
 import sys
 import warnings
 from typing import Optional
@@ -658,7 +659,13 @@ def _print_written(ctx: Context, path) -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: the CLI; every error one line (see :class:`DeployResGroup`), Ctrl-C exit 130."""
-    cli.main(args=argv, prog_name="deployres")
+    try:
+        cli.main(args=argv, prog_name="deployres")
+    finally:
+        # The command is over and has said so: a Ctrl-C during the interpreter's shutdown (torch's and
+        # ONNX Runtime's threads joining) would only turn its exit status into 130 without a word.
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
