@@ -286,3 +286,25 @@ def test_library_warnings_and_log_lines_stay_off_stderr(run, tiny_onnx, monkeypa
 
     monkeypatch.setattr(deploy_res.optimize, "optimize_file", chatty)
     assert one_error_line(run("optimize", tiny_onnx)) == "error: the one line"
+
+
+def test_ctrl_c_mid_commit_through_the_cli(run, tiny_onnx, tmp_path):
+    """Ctrl-C just after the new ONNX is renamed into place: exit 130, one line, and the old pair is back."""
+    import json
+
+    from deploy_res.core.artifacts import sha256_file, write_hook
+
+    out = tmp_path / "tiny.opt.onnx"
+    assert run("optimize", tiny_onnx, "-o", out, "--batch", "2").exit_code == 0
+    old = sha256_file(out)
+
+    def hook(step, target):
+        if step == "artifact-placed":
+            raise KeyboardInterrupt
+
+    with write_hook(hook):
+        result = run("optimize", tiny_onnx, "-o", out, "--batch", "3")
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines() == ["interrupted; nothing half-written was left behind"]
+    assert sha256_file(out) == old == json.loads((tmp_path / "tiny.opt.onnx.json").read_text())["artifact"]["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.opt.onnx", "tiny.opt.onnx.json"]
