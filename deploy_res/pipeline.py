@@ -81,11 +81,14 @@ def run_pipeline(
     from deploy_res.data import check_source, sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import export
+    from deploy_res.exporters.torch_export import check_input_shape
     from deploy_res.models import Preprocessing
     from deploy_res.profiling import profile
     from deploy_res.validation import validate
 
     start = time.perf_counter()
+    if input_size is not None:  # refused before the BatchNorm re-estimation allocates inputs of that size
+        input_size = check_input_shape(input_size)
     if "int8" in precisions and calib_data is not None:  # a bad --calib-data fails before the export, not after it
         check_source(calib_data, calib_samples, what="calibration data")
     folder = ensure_output_dir(output_dir)

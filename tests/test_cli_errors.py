@@ -308,3 +308,8 @@ def test_ctrl_c_mid_commit_through_the_cli(run, tiny_onnx, tmp_path):
     assert result.stderr.strip().splitlines() == ["interrupted; nothing half-written was left behind"]
     assert sha256_file(out) == old == json.loads((tmp_path / "tiny.opt.onnx.json").read_text())["artifact"]["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.opt.onnx", "tiny.opt.onnx.json"]
+
+
+def test_run_input_size_too_large_is_refused_up_front(run, tmp_path):
+    line = one_error_line(run("run", "resnet18", "--input-size", "3,100000,100000", "-o", tmp_path / "out"))
+    assert "too large" in line and not (tmp_path / "out").exists()
