@@ -188,6 +188,21 @@ def test_openvino_engine_served_through_python_backend(server, openvino_engine):
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-4)
 
 
+def test_load_test_reports_levels_and_server_batches(server):
+    from deploy_res.serve.load import TOOL, load_test, markdown_table
+
+    result = load_test(server.grpc_url, MODEL, {"input": _inputs(1, seed=9)}, levels=(1, 4), seconds=1.0, protocol="grpc", warmup_s=0.2)
+    assert result["tool"] == TOOL and [level["concurrency"] for level in result["levels"]] == [1, 4]
+    for level in result["levels"]:
+        assert level["requests"] > 0 and level["errors"] == 0
+        assert 0 < level["p50_ms"] <= level["p99_ms"] and level["throughput"] == level["requests_per_s"]
+        # The server counted what the clients sent (in-flight requests at the end may land after the snapshot).
+        assert level["server"]["inferences"] >= level["requests"] and level["server"]["executions"] >= 1
+        assert sum(size * count for size, count in level["server"]["batch_sizes"].items()) == level["server"]["inferences"]
+    table = markdown_table(result)
+    assert table.count("\n| ") == 3 and "p99 ms" in table
+
+
 def test_stop_ends_the_server_by_pid(server):
     """Last in the module: stop() ends the process group the server leads, within its exit timeout."""
     pid = server.pid
