@@ -126,6 +126,29 @@ def _fake_engine(served_engine: Path, folder: Path, backend: str, suffix: str, e
     return path
 
 
+def test_external_data_served_in_the_folder_form(served_engine, tmp_path):
+    """A source ONNX with external data becomes ``1/model.onnx/`` holding the graph and its data files, loadable as is."""
+    import numpy as np
+    import onnxruntime as ort
+
+    manifest = manifest_of(served_engine)
+    source = tmp_path / "src" / "resnet18.opt.onnx"
+    source.parent.mkdir()
+    onnx.save_model(onnx.load(manifest["source"]["path"]), str(source), save_as_external_data=True, location="resnet18.opt.onnx.data")
+    engine = copy_engine(served_engine, tmp_path / "engine")
+    manifest = manifest_of(engine)
+    manifest["source"] = {"path": str(source), "sha256": sha256_file(source), "bytes": source.stat().st_size}
+    Path(str(engine) + ".json").write_text(json.dumps(manifest))
+    result = triton([engine], tmp_path / "repo")
+    folder = tmp_path / "repo" / result.models[0]["name"] / "1" / "model.onnx"
+    assert folder.is_dir() and sorted(p.name for p in folder.iterdir()) == ["model.onnx", "resnet18.opt.onnx.data"]
+    check_against_graph(parse_config(folder.parent.parent), source)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    served = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    original = ort.InferenceSession(manifest_of(served_engine)["source"]["path"], providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(served, original)
+
+
 def test_tensorrt_plan_repository(served_engine, tmp_path):
     plan = _fake_engine(served_engine, tmp_path / "plan", "tensorrt", ".plan",
                         {"device": "cuda", "tensorrt": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "batch_range": {"min": 1, "opt": 8, "max": 16}})
