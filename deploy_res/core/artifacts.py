@@ -18,7 +18,9 @@ folder holds the old pair, the new pair, or neither, never an artifact beside
 another run's manifest. Ctrl-C is held back while the renames run. Were the
 process killed outright mid-commit, the worst left is an artifact without a
 manifest, which every reader treats as a file deployres did not write (and a
-stage that reuses a file checks it against the sha256 its manifest recorded).
+stage that reuses a file checks it against the sha256 its manifest recorded);
+the next write of that artifact removes the hidden staging folder and backups
+such a kill leaves.
 :func:`write_hook` is the seam tests use to interrupt each step.
 """
 
@@ -35,6 +37,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -209,6 +212,7 @@ def write_artifact(target: str | os.PathLike, manifest: bool = True) -> Iterator
         raise DeployResError(f"cannot write {target}: it is a folder; name a file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(target)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise _write_error(target, exc) from None
@@ -232,6 +236,26 @@ def write_artifact(target: str | os.PathLike, manifest: bool = True) -> Iterator
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _step("committed", target)
+
+
+LEFTOVER_AGE_S = 3600.0
+"""Hidden staging folders and backups of ``target`` older than this are a killed process's leftovers."""
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete what a process killed outright (no Python left to clean up) left of an earlier write of ``target``:
+    its staging folder and the old pair's backups, once older than :data:`LEFTOVER_AGE_S` (a live writer's are newer)."""
+    now = time.time()
+    patterns = [f".{target.name}.*.tmp", f".{target.name}.*.old", f".{manifest_path(target).name}.*.old"]
+    for pattern in patterns:
+        for path in target.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if now - path.lstat().st_mtime < LEFTOVER_AGE_S:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink()
 
 
 def _commit(target: Path, staging: Path, with_manifest: bool) -> None:

@@ -349,3 +349,27 @@ def test_remove_artifact_is_whole_or_nothing(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.bin", "engine.xml", "engine.xml.json"]
     remove_artifact(target, ("engine.bin",))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves no Python to clean up: the next write of the same artifact removes its staging folder and
+    backups once they are old enough not to belong to a live writer."""
+    import os
+    import time
+
+    target = tmp_path / "model.onnx"
+    stale = [tmp_path / ".model.onnx.k1ll3d.tmp", tmp_path / ".model.onnx.json.abcd1234.old", tmp_path / ".model.onnx.abcd1234.old"]
+    stale[0].mkdir()
+    (stale[0] / "model.onnx").write_bytes(b"half")
+    for path in stale[1:]:
+        path.write_bytes(b"old")
+    fresh = tmp_path / ".model.onnx.l1v3.tmp"
+    fresh.mkdir()
+    old = time.time() - 2 * 3600
+    for path in stale:
+        os.utime(path, (old, old))
+    with write_artifact(target) as pending:
+        pending.path.write_bytes(b"new")
+        pending.set_manifest("test", {})
+    assert not any(path.exists() for path in stale)
+    assert fresh.exists()  # too recent: perhaps another process writing right now
