@@ -3,7 +3,7 @@
 :func:`triton` writes a Triton model repository (:mod:`.triton`); :mod:`.runtime`
 is what runs inside Triton's Python backend; :mod:`.server` starts the
 ``tritonserver`` that the ``nvidia-pytriton`` wheel bundles, for tests and
-local checks.
+local checks; :mod:`.load` measures a served model under concurrency.
 """
 
 from deploy_res.serve.triton import TritonRepository, read_engine, triton
