@@ -164,6 +164,7 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
             if address is None:
                 ray.init(address="local", num_cpus=num_cpus, **kwargs)
             else:
+                check_reachable(address)
                 ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
@@ -179,6 +180,26 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
         if ray.is_initialized():
             ray.shutdown()
         restore()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, when ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``) does not answer.
+
+    Ray itself keeps retrying an unreachable head for minutes. ``auto`` and
+    other forms without a port are left to Ray.
+    """
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DeployResError(f"cannot reach the Ray cluster at {address} ({reason}); is `ray start --head` running there, "
+                             f"and is the port the head's GCS port (6379) or Ray Client's (ray://HOST:10001)?") from None
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -109,3 +109,46 @@ def test_ctrl_c_stops_the_cluster_and_leaves_no_parquet(setup, ray_env, tmp_path
         assert "interrupted" in output
         assert list(out.iterdir()) == [], output  # no Parquet, no JSON, no temporary file
         assert _wait_until_gone(ray_env["RAY_TMPDIR"]) == [], output
+
+
+def _end(marker: str) -> None:
+    """End the processes this test started: those carrying its own RAY_TMPDIR, by id (SIGTERM, then SIGKILL)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _processes_with(marker):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        if not _wait_until_gone(marker, 10):
+            return
+
+
+def test_joins_an_existing_cluster_and_leaves_it_running(setup, ray_env, tmp_path):
+    engine, photos, _ = setup
+    env = {**ray_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}  # the cluster's own token, as its users hold it
+    port = 20000 + os.getpid() % 20000
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    try:
+        start = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard", "false",
+                                "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=RUN_LIMIT_S)
+        assert start.returncode == 0, start.stdout + start.stderr
+        out = tmp_path / "p.parquet"
+        run = subprocess.run([*DEPLOYRES, "infer", str(engine), "--data", str(photos), "-o", str(out), "--ray-address", f"127.0.0.1:{port}"],
+                             env=env, capture_output=True, text=True, timeout=RUN_LIMIT_S)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert pq.read_table(out).equals(pq.read_table(infer(engine, photos, tmp_path / "local.parquet")["output"]))
+        assert _processes_with(env["RAY_TMPDIR"]), "deployres must not stop a cluster it only joined"
+    finally:
+        _end(env["RAY_TMPDIR"])
+
+
+def test_unreachable_address_fails_at_once(setup, tmp_path):
+    from click.testing import CliRunner
+
+    from deploy_res.cli import cli
+
+    engine, photos, _ = setup
+    begin = time.monotonic()
+    result = CliRunner().invoke(cli, ["infer", str(engine), "--data", str(photos), "-o", str(tmp_path / "p.parquet"), "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+    assert time.monotonic() - begin < 30 and not list(tmp_path.iterdir())
