@@ -287,3 +287,27 @@ def test_interrupted_write_leaves_nothing(served_engine, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         triton([served_engine, served_engine], tmp_path / "repo", names=("a", "b"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_python_backend_model_on_another_cpu_uses_the_bundled_source(served_engine, tmp_path):
+    """The Python-backend model's loader (run inside Triton's stub) on a CPU the engine was not built for, its original
+    source gone: it loads the source ONNX shipped in the repository and computes the same outputs."""
+    import numpy as np
+
+    from deploy_res.engines import load_engine
+    from deploy_res.serve.runtime import load_served_engine, run_batched
+
+    triton([served_engine], tmp_path / "repo", python_backend=True)
+    version_dir = tmp_path / "repo" / "resnet18_fp32_onnxruntime" / "1"
+    shipped_manifest = version_dir / "engine" / (served_engine.name + ".json")
+    manifest = json.loads(shipped_manifest.read_text())
+    manifest["engine"]["cpu"] = {**manifest["engine"]["cpu"], "model": "Some Other CPU", "isa": ["avx2"]}
+    manifest["source"]["path"] = str(tmp_path / "gone.onnx")
+    shipped_manifest.write_text(json.dumps(manifest))
+    runner, notes = load_served_engine(version_dir, threads=1)
+    assert any("bundled source source.onnx" in note for note in notes), notes
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    expected = load_engine(served_engine).run({"input": x})["logits"]
+    split = run_batched(runner, [{"input": x[:1]}, {"input": x[1:]}])  # two requests merged into one batch, then split back
+    assert [part["logits"].shape[0] for part in split] == [1, 2]
+    np.testing.assert_allclose(np.concatenate([part["logits"] for part in split]), expected, rtol=0, atol=1e-4)
