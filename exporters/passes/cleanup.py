@@ -49,18 +49,19 @@ def cleanup(graph: gs.Graph) -> PassResult:
         result.details[key] = 0
     result.details["nodes_folded"] = lowered
     for _ in range(MAX_ROUNDS):
+        notes = PassResult()  # this round's reasons: a later round may fold what an earlier one had to leave
         reshaped = {
             "shapes_folded": _fold_shapes(graph) + simplify.fold_shape_slices(graph),
             "nodes_folded": _fold_constants(graph, result),
             "noops_removed": _remove_noops(graph),
-            "reshape_dims_copied": simplify.reshape_copy_dims(graph, result),
-            "transposes_merged": simplify.merge_transposes(graph, result),
-            "reshapes_merged": simplify.merge_reshapes(graph, result),
-            "casts_merged": simplify.merge_casts(graph, result),
+            "reshape_dims_copied": simplify.reshape_copy_dims(graph, notes),
+            "transposes_merged": simplify.merge_transposes(graph, notes),
+            "reshapes_merged": simplify.merge_reshapes(graph, notes),
+            "casts_merged": simplify.merge_casts(graph, notes),
         }
         kept = {
             "identity_dropout_removed": _remove_passthrough(graph, result),
-            "duplicate_nodes": simplify.merge_duplicates(graph, result),
+            "duplicate_nodes": simplify.merge_duplicates(graph, notes),
         }
         for key, count in {**reshaped, **kept}.items():
             result.details[key] += count
@@ -69,7 +70,7 @@ def cleanup(graph: gs.Graph) -> PassResult:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
         if any(reshaped.values()):
             simplify.infer_shapes(graph)  # what folding made static may let the next round fold more
-    result.skipped = list(dict.fromkeys(result.skipped))  # a reason repeated by later rounds counts once
+    result.skipped = list(dict.fromkeys(result.skipped + notes.skipped))  # a reason repeated by later rounds counts once
     result.details["duplicate_initializers"] = _dedupe_initializers(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     result.changed = sum(result.details.values())
