@@ -611,5 +611,8 @@ def render_report(report: Mapping[str, Any], max_reasons: int = 6) -> Any:
         parts.append(Text("\n".join(lines), style="dim"))
     if "residual_adds" in report:
         parts.append(Text(f"{len(report['residual_adds'])} residual Adds listed in the manifest (the finder the INT8 stage quantises by)"))
+    if report.get("checks_by_identity"):
+        steps = ", ".join(str(step) for step in report["checks_by_identity"])
+        parts.append(Text(f"steps {steps} left the graph identical (structure and weights, bit for bit): checked by identity, not run again", style="dim"))
     parts.append(Text(f"end to end: max abs error {report['max_abs_error']:.2e}, max rel error {report['max_rel_error']:.2e}, {report['seconds']:.1f} s"))
     return Group(*parts)

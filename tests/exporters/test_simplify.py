@@ -464,3 +464,15 @@ def test_cli_optimize_of_a_tf2onnx_style_file(tmp_path, foreign):
     assert not counts.keys() & {"Shape", "Gather", "Concat", "Pad", "Cast", "Sub", "Mul"} and counts["Transpose"] == 1
     report = json.loads((tmp_path / "out.onnx.json").read_text())["check"]["passes"]
     assert report["nodes_before"] == len(foreign.graph.node) and report["nodes_after"] == len(optimized.graph.node)
+
+
+def test_report_rendering_names_the_steps_checked_by_identity():
+    from graph_builders import conv_bn
+    from rich.console import Console
+
+    from deploy_res.exporters.optimize import render_report
+
+    _, report = optimize(conv_bn(), target="onnxruntime")
+    console = Console(record=True, width=160)
+    console.print(render_report(report))
+    assert "checked by identity" in console.export_text()
