@@ -625,16 +625,17 @@ def sample_photos_command(ctx: Context, folder, count, seed) -> None:
 @click.option("--ensemble", is_flag=True, help="Add a preprocessing model (image bytes in) and an ensemble chaining it to each classifier.")
 @click.option("--force", is_flag=True, help="Serve engines without a passing validation (recorded in the lineage).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--check", is_flag=True, help="With --python-backend: serve the repository on the tritonserver nvidia-pytriton bundles and compare outputs with the engines.")
 @pass_ctx
 def triton_command(ctx: Context, engines, output_dir, names, latency_budget_ms, max_queue_delay_us, preferred, max_batch_size, instances,
-                   threads, cores, labels, python_backend, ensemble, force, overwrite) -> None:
+                   threads, cores, labels, python_backend, ensemble, force, overwrite, check) -> None:
     """Write a Triton Inference Server model repository serving ENGINE... (validated engines)."""
     from deploy_res.serve import triton
 
     preferred_sizes = _batch_list(None, None, preferred) if preferred else ()
     result = triton(engines, output_dir, names=names, latency_budget_ms=latency_budget_ms, max_queue_delay_us=max_queue_delay_us,
                     preferred_batch_sizes=preferred_sizes, max_batch_size=max_batch_size, instances=instances, threads=threads,
-                    cores=cores, labels=labels, python_backend=python_backend, ensemble=ensemble, force=force, overwrite=overwrite)
+                    cores=cores, labels=labels, python_backend=python_backend, ensemble=ensemble, force=force, overwrite=overwrite, check=check)
     for model in result.models:
         detail = f"max_batch_size {model['max_batch_size']}"
         if "instances" in model:
@@ -643,6 +644,8 @@ def triton_command(ctx: Context, engines, output_dir, names, latency_budget_ms, 
         ctx.console.print(f"{model['name']} [dim]({model['backend']})[/]: {detail}")
     for note in result.notes:
         ctx.console.print(f"[yellow]warning:[/] {note}")
+    for item in result.checks:
+        ctx.console.print(f"checked {item['model']} on tritonserver at {item['url']}: max rel error {item['max_rel_error']:.2g} vs the engine in-process [green]ok[/]")
     click.echo(f"wrote {result.repository} ({len(result.models)} models)")
 
 

@@ -136,6 +136,7 @@ class TritonRepository:
     repository: Path
     models: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading engines
@@ -631,6 +632,7 @@ def triton(
     ensemble: bool = False,
     force: bool = False,
     overwrite: bool = False,
+    check: bool = False,
 ) -> TritonRepository:
     """Write a Triton model repository at ``output_dir`` serving ``engines`` (see the module docstring).
 
@@ -641,7 +643,9 @@ def triton(
     every engine through deployres' runner instead); no ensemble; engines
     without a passing validation refused (``force`` serves them, recording
     why); an existing non-empty ``output_dir`` refused (``overwrite``
-    replaces it whole).
+    replaces it whole). ``check`` (Python-backend repositories only) then
+    serves the repository on the bundled ``tritonserver`` and compares each
+    model's output with its engine run in-process (:func:`check_repository`).
     """
     if not engines:
         raise DeployResError("give at least one engine")
@@ -652,6 +656,9 @@ def triton(
         raise DeployResError(f"{output} exists and is not empty; pass --overwrite to replace it (the whole repository is replaced at once)")
     if names and len(names) != len(engines):
         raise DeployResError(f"{len(names)} --name for {len(engines)} engines; give one name per engine, in order")
+    if check and not python_backend:
+        raise DeployResError("--check serves the repository on the tritonserver that nvidia-pytriton bundles, which has only "
+                             "the Python backend; add --python-backend (native onnxruntime/tensorrt/openvino models need NVIDIA's container)")
     if latency_budget_ms is not None and latency_budget_ms <= 0:
         raise DeployResError("--latency-budget-ms must be positive")
     if cores is None:
@@ -700,7 +707,64 @@ def triton(
         raise
     for plan in plans:
         result.notes += [f"{plan.name}: {w}" for w in plan.warnings]
+    if check:
+        result.checks = check_repository(output, [(plan.name, plan.engine, plan.max_batch_size) for plan in plans])
     return result
+
+
+CHECK_MAX_REL_ERROR = 1e-4
+"""``--check``: the largest max |served - in-process| / max |in-process| accepted (same engine, same
+runtime; only thread-count-dependent summation order may differ)."""
+
+
+def check_repository(repository: Path, models: Sequence[tuple[str, Engine, int]], ready_timeout_s: float = 180.0) -> list[dict[str, Any]]:
+    """Serve ``repository`` on the bundled ``tritonserver`` (loopback, stopped by PID when done) and send
+    each classifier model seeded inputs over HTTP; compare with its engine run in-process.
+
+    Returns one record per model (``max_rel_error``, ``passed``); raises :class:`ValidationFailed`
+    when a served output differs by more than :data:`CHECK_MAX_REL_ERROR`.
+    """
+    from deploy_res.core.errors import ValidationFailed
+    from deploy_res.engines import load_engine
+    from deploy_res.serve.server import start_server
+    from deploy_res.validation.metrics import compare
+
+    try:
+        import tritonclient.http as httpclient
+        from tritonclient.utils import np_to_triton_dtype
+    except ImportError:
+        raise DeployResError("--check needs tritonclient (pip install 'deployres[triton]')") from None
+    checks = []
+    with start_server(repository, ready_timeout_s=ready_timeout_s) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            for name, engine, max_batch_size in models:
+                runner = load_engine(engine.path)
+                try:
+                    batch = min(2, max_batch_size) if max_batch_size > 0 else None
+                    rng = np.random.default_rng(0)
+                    feeds, requests = {}, []
+                    for info, tensor in zip(runner.inputs, engine.inputs):
+                        shape = ([batch] if batch else []) + [d if isinstance(d, int) and d > 0 else 1 for d in (tensor.shape[1:] if batch else tensor.shape)]
+                        feeds[info.name] = rng.standard_normal(shape).astype(np.dtype(info.dtype))
+                        request = httpclient.InferInput(info.name, list(shape), np_to_triton_dtype(feeds[info.name].dtype))
+                        request.set_data_from_numpy(feeds[info.name])
+                        requests.append(request)
+                    expected = runner.run(feeds)
+                finally:
+                    runner.close()
+                reply = client.infer(name, requests)
+                worst = max(compare(np.asarray(expected[out.name], np.float32), np.asarray(reply.as_numpy(out.name), np.float32))["max_rel_error"]
+                            for out in engine.outputs)
+                checks.append({"model": name, "url": server.http_url, "inputs": {k: list(v.shape) for k, v in feeds.items()},
+                               "max_rel_error": float(worst), "passed": bool(worst <= CHECK_MAX_REL_ERROR)})
+        finally:
+            client.close()
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        raise ValidationFailed(f"{repository} was written, but served {failed[0]['model']} differs from its engine in-process "
+                               f"(max rel error {failed[0]['max_rel_error']:.3g} > {CHECK_MAX_REL_ERROR:g})")
+    return checks
 
 
 def _commit(staging: Path, output: Path) -> None:

@@ -203,6 +203,27 @@ def test_load_test_reports_levels_and_server_batches(server):
     assert table.count("\n| ") == 3 and "p99 ms" in table
 
 
+def test_cli_check_serves_the_repository(served_engine, tmp_path):
+    """`deployres triton --python-backend --check`: the repository is served on the bundled server and compared."""
+    from click.testing import CliRunner
+
+    from deploy_res.cli import cli
+    from deploy_res.serve.server import bundled_server
+
+    try:
+        bundled_server()
+    except DeployResError as exc:
+        pytest.skip(str(exc))
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["triton", str(served_engine), "-o", str(tmp_path / "native"), "--check"])
+    assert refused.exit_code == 2 and "add --python-backend" in refused.output and not (tmp_path / "native").exists()
+    result = runner.invoke(cli, ["triton", str(served_engine), "-o", str(tmp_path / "repo"), "--python-backend", "--check"])
+    if result.exit_code == 2 and "tritonserver" in result.output:
+        pytest.skip(f"the bundled tritonserver cannot start here: {result.output.strip()}")
+    assert result.exit_code == 0, result.output
+    assert f"checked {MODEL} on tritonserver" in result.output and "ok" in result.output
+
+
 def test_stop_ends_the_server_by_pid(server):
     """Last in the module: stop() ends the process group the server leads, within its exit timeout."""
     pid = server.pid
