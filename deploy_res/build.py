@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import onnx
 
-from deploy_res.core.artifacts import (ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest,
+from deploy_res.core.artifacts import (Manifest, ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest,
                                      verify_record, write_artifact)
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
@@ -77,22 +77,22 @@ def _prepared_graph(source: Path, target: str, folder: Path, quiet_status, notes
     """
     from deploy_res.optimize import optimize_file
 
-    manifest = read_manifest(source) or {}
-    if manifest.get("stage") == "optimize":
+    manifest = read_manifest(source) or Manifest()
+    if manifest.stage == "optimize":
         verify_record(source, manifest.get("artifact"), "optimised ONNX",
                       f"re-run `deployres optimize`, or delete the stale {manifest_path(source).name} to build from the file as it is")
         if manifest.get("settings", {}).get("target") == target:
             return source
         # optimised for another target: start again from its input
-        raw_record = manifest.get("inputs", {}).get("onnx", {})
+        raw_record = manifest.parent or {}
         raw = Path(raw_record.get("path", ""))
-        if not raw.is_file():
+        if not raw_record or not raw.is_file():
             raise DeployResError(f"{source.name} is optimised for {manifest['settings']['target']}, this build needs {target}; pass the raw export instead")
         source = verify_record(raw, raw_record, "raw export", f"it is not what {source.name} was optimised from; pass the raw export itself")
     stem = model_stem(source)
     output = folder / (f"{stem}.opt.onnx" if target == "onnxruntime" else f"{stem}.{target}.opt.onnx")
     existing = read_manifest(output) if output.is_file() else None
-    if existing and existing.get("settings", {}).get("target") == target and matches_record(source, existing.get("inputs", {}).get("onnx")):
+    if existing and existing.get("settings", {}).get("target") == target and matches_record(source, existing.parent):
         if matches_record(output, existing.get("artifact")):
             return output
         if notes is not None:

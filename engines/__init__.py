@@ -51,9 +51,9 @@ def get_backend(name: str = "auto") -> Backend:
 
 def backend_of(artifact: str | Path) -> str:
     """Which backend runs ``artifact``: from its manifest, else from its suffix (.plan -> tensorrt)."""
-    manifest = read_manifest(artifact) or {}
-    if manifest.get("engine", {}).get("backend"):
-        return manifest["engine"]["backend"]
+    manifest = read_manifest(artifact)
+    if manifest is not None and manifest.backend:
+        return manifest.backend
     if str(artifact).endswith(".xml"):
         return "openvino"
     return "tensorrt" if str(artifact).endswith((".plan", ".engine", ".trt")) else "onnxruntime"

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from deploy_res.core.artifacts import precision_of
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.timing import BLOCK_S, SETTLE_S
 from deploy_res.profiling.measure import (MIN_ITERATIONS, Entry, complexity_of, environment, interleaved, make_feeds,
@@ -306,12 +307,11 @@ def _profile_ort(entry: Entry, batches: Sequence[int], iterations: int, threads:
 def _precision(entry: Entry, manifest: Optional[Mapping[str, Any]]) -> str:
     if entry.kind == "torch":
         return "fp32"
-    settings = (manifest or {}).get("settings") or {}
-    for value in (settings.get("precision"), ((manifest or {}).get("engine") or {}).get("precision")):
-        if value:
-            return str(value)
-    name = Path(entry.path or "").name.lower()
-    return next((p for p in ("int8", "fp16", "bf16") if p in name), "fp32")
+    try:
+        return precision_of(entry.path or "", manifest)
+    except DeployResError:  # not readable as ONNX: measured as what it is, labelled by its name
+        name = Path(entry.path or "").name.lower()
+        return next((p for p in ("int8", "fp16", "bf16") if p in name), "fp32")
 
 
 def _match_validation(entry: Entry, results: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:

@@ -114,11 +114,11 @@ def onnx_scopes(onnx_path: str | Path, depth: int = 4) -> dict[str, str]:
         if scopes:
             return scopes
         try:
-            manifest = read_manifest(path) or {}
+            manifest = read_manifest(path)
         except Exception:
             return {}
-        record = manifest.get("source") or (manifest.get("inputs") or {}).get("onnx") or {}
-        path = Path(record["path"]) if isinstance(record, Mapping) and record.get("path") else None
+        record = manifest.parent if manifest is not None else None
+        path = Path(record["path"]) if record else None
     return {}
 
 

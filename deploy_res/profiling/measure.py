@@ -107,6 +107,8 @@ def interleaved(entries: Sequence[Entry], batches: Sequence[int], warmup_s: floa
         while active:
             for entry in active:
                 left = iterations - len(entry.samples.get(batch, [])) if iterations else None
+                if left is not None and left <= 0:
+                    continue  # done; the others still time their blocks
                 _run_block(entry, batch, timed=True, settle_s=settle_s, block_s=block_s, max_runs=left, clock=clock, sleep=sleep)
             active = [e for e in active if e.active]
             elapsed = clock() - start

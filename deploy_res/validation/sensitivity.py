@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from deploy_res.core.artifacts import read_manifest, verify_record
+from deploy_res.core.artifacts import Manifest, read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.onnxruntime.backend import cpu_session
 
@@ -35,17 +35,19 @@ INPUT_SQNR_CAP_DB = 100.0
 def qdq_sources(artifact: str | Path) -> tuple[Path, Path]:
     """(Q/DQ ONNX, FP32 ONNX it was made from), following the manifests from an engine or a Q/DQ ONNX."""
     path = Path(artifact)
-    manifest = read_manifest(path) or {}
-    if manifest.get("stage") == "build-engine":
-        path = Path(manifest.get("source", {}).get("path", ""))
-        manifest = read_manifest(path) or {}
-    float_path = Path(manifest.get("inputs", {}).get("onnx", {}).get("path", ""))
-    if manifest.get("settings", {}).get("precision") != "int8" or not path.is_file() or not float_path.is_file():
+    manifest = read_manifest(path) or Manifest()
+    engine_parent = manifest.parent if manifest.stage == "build-engine" else None
+    if engine_parent:
+        path = Path(engine_parent["path"])
+        manifest = read_manifest(path) or Manifest() if path.is_file() else Manifest()
+    float_record = manifest.parent
+    float_path = Path(float_record["path"]) if float_record else Path("")
+    if manifest.precision != "int8" or not path.is_file() or not float_path.is_file():
         raise DeployResError(f"{Path(artifact).name} does not lead back to a Q/DQ ONNX and its FP32 graph through its manifests; --per-layer needs an INT8 artifact built by deployres")
     remedy = "rebuild it with `deployres build-engine --int8`"
-    if path != Path(artifact):
-        verify_record(path, (read_manifest(artifact) or {}).get("source"), "engine source", remedy)
-    verify_record(float_path, manifest["inputs"]["onnx"], "FP32 graph", remedy)
+    if engine_parent:
+        verify_record(path, engine_parent, "engine source", remedy)
+    verify_record(float_path, float_record, "FP32 graph", remedy)
     return path, float_path
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import file_record, read_manifest, write_json_atomic
+from deploy_res.core.artifacts import file_record, precision_of, read_manifest, write_json_atomic
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.validation.metrics import MetricState
@@ -18,28 +18,6 @@ from deploy_res.validation.thresholds import UPPER_BOUNDS, evaluate, thresholds_
 RESULT_SCHEMA_VERSION = 1
 DEFAULT_SAMPLES = 32
 DEFAULT_BATCH = 8
-
-
-def artifact_precision(artifact: Path, manifest: Mapping[str, Any]) -> str:
-    """fp32 / fp16 / int8: from the manifest, else from the ONNX itself (Q/DQ nodes, FP16 weights)."""
-    precision = (manifest.get("settings") or {}).get("precision")
-    if precision:
-        return precision
-    if artifact.suffix != ".onnx":
-        return "fp32"
-    import onnx
-
-    try:
-        model = onnx.load(str(artifact), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
-        from deploy_res.core.onnx_io import first_line
-
-        raise DeployResError(f"cannot read {artifact} as ONNX ({first_line(exc)}); is it an ONNX model or an engine deployres built?") from None
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
 
 
 def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch: int, input_shape: tuple, seed: int):
@@ -147,7 +125,7 @@ def validate(
     if not artifact.is_file():
         raise DeployResError(f"artifact {artifact} not found")
     manifest = read_manifest(artifact) or {}
-    precision = artifact_precision(artifact, manifest)
+    precision = precision_of(artifact, manifest)
     if ray and per_layer:
         raise DeployResError("--per-layer runs in one process (it keeps every input); drop --ray for it")
     worker = ValidateWorker(str(artifact), reference, reference_weights)

@@ -82,3 +82,31 @@ def test_feeds_fill_the_batch_axis():
     runner.inputs = [TensorInfo("input", ("batch", "channels", 4, 4), "float32")]
     with pytest.raises(ValueError, match="dynamic axis 1"):
         make_feeds(runner, 1)
+
+
+def test_blocks_time_each_entry_back_to_back_after_a_settle_pause():
+    """A settle pause before each block; within a block the same runner back to back; exact iteration counts."""
+    now, log, pauses = [0.0], [], []
+
+    def clock():
+        return now[0]
+
+    class Timed(FakeRunner):
+        def __init__(self, name, cost):
+            super().__init__(name, log)
+            self.cost = cost
+
+        def run(self, feeds):
+            now[0] += self.cost
+            return super().run(feeds)
+
+    def sleep(seconds):
+        pauses.append((seconds, len(log)))
+        now[0] += seconds
+
+    fast, slow = Timed("A", 0.01), Timed("B", 0.3)
+    entries = [Entry(label=r.name, kind="artifact", runner=r, feeds={1: make_feeds(r, 1)}) for r in (fast, slow)]
+    interleaved(entries, batches=(1,), warmup_s=0, iterations=4, settle_s=0.05, block_s=0.1, clock=clock, sleep=sleep)
+    assert len(entries[0].samples[1]) == 4 and len(entries[1].samples[1]) == 4  # exactly, though A finishes first
+    assert [n for n, _ in log] == ["A"] * 4 + ["B"] * 4  # A's block ran out of iterations, B's blocks hold one run each
+    assert all(seconds == 0.05 for seconds, _ in pauses) and [at for _, at in pauses] == [0, 4, 5, 6, 7]
