@@ -34,7 +34,8 @@ def cleanup(graph: gs.Graph) -> PassResult:
     shape-preserving Expands/Reshapes/Squeezes), Reshape targets built from
     the input's own dynamic dimensions made constant, ``Transpose`` pairs
     merged or cancelled, Reshape pairs and widening Cast pairs merged,
-    duplicate nodes computed once; last, duplicate
+    2-D MatMul + bias Add fused into Gemm, duplicate nodes computed once;
+    last, duplicate
     initializers merged and dead nodes removed. Graph inputs and output
     names are never changed. See :mod:`deploy_res.exporters.passes.simplify`.
     """
@@ -45,7 +46,7 @@ def cleanup(graph: gs.Graph) -> PassResult:
     result.details["identity_dropout_removed"] = _remove_passthrough(graph, result)
     result.details["castlike_to_cast"] = _castlike_to_cast(graph)
     lowered = _lower_constant_nodes(graph)
-    for key in ("shapes_folded", "nodes_folded", "noops_removed", "reshape_dims_copied", "transposes_merged", "reshapes_merged", "casts_merged", "duplicate_nodes"):
+    for key in ("shapes_folded", "nodes_folded", "noops_removed", "reshape_dims_copied", "transposes_merged", "reshapes_merged", "casts_merged", "dense_to_gemm", "duplicate_nodes"):
         result.details[key] = 0
     result.details["nodes_folded"] = lowered
     for _ in range(MAX_ROUNDS):
@@ -58,6 +59,7 @@ def cleanup(graph: gs.Graph) -> PassResult:
             "transposes_merged": simplify.merge_transposes(graph, notes),
             "reshapes_merged": simplify.merge_reshapes(graph, notes),
             "casts_merged": simplify.merge_casts(graph, notes),
+            "dense_to_gemm": simplify.matmul_add_to_gemm(graph, notes),
         }
         kept = {
             "identity_dropout_removed": _remove_passthrough(graph, result),

@@ -22,7 +22,10 @@ them; the pass runner checks the result numerically like every pass.
   when the second target is constant and copies nothing (no 0);
 - :func:`merge_casts`: ``Cast(Cast(x, A), B)`` becomes ``Cast(x, B)`` when
   ``A`` holds every value of ``x``'s type exactly (float32 -> float64 ->
-  float32 is then a no-op, which the cleanup removes).
+  float32 is then a no-op, which the cleanup removes);
+- :func:`matmul_add_to_gemm`: a 2-D ``MatMul`` by a constant followed by the
+  ``Add`` of a constant bias (a dense layer as converters write it) becomes
+  one ``Gemm``.
 """
 
 from __future__ import annotations
@@ -434,5 +437,40 @@ def merge_casts(graph: gs.Graph, result: PassResult) -> int:
         if inner.attrs.get("to") not in _WIDER.get(source, ()):
             continue  # a narrowing or lossy middle step rounds: not removable
         node.inputs[0] = inner.inputs[0]
+        changed += 1
+    return changed
+
+
+# ---------------------------------------------------------------- dense layers
+
+
+def matmul_add_to_gemm(graph: gs.Graph, result: PassResult) -> int:
+    """``Add(MatMul(x, B), c)`` with ``x`` 2-D, ``B`` a constant 2-D float and ``c`` a constant of shape (N,) or (1, N): one Gemm."""
+    changed = 0
+    for add in [node for node in graph.nodes if is_standard(node, "Add")]:
+        if len(add.inputs) != 2:
+            continue
+        for index in (0, 1):
+            matmul = producer(add.inputs[index])
+            if matmul is not None and is_standard(matmul, "MatMul") and isinstance(add.inputs[1 - index], gs.Constant):
+                break
+        else:
+            continue
+        x, b, c = matmul.inputs[0], matmul.inputs[1], add.inputs[1 - index]
+        if not isinstance(b, gs.Constant) or not isinstance(c.values, np.ndarray) or not isinstance(b.values, np.ndarray):
+            continue
+        if x.shape is None or len(x.shape) != 2 or b.values.ndim != 2:
+            continue  # Gemm is 2-D only
+        n = b.values.shape[1]
+        if c.values.shape not in ((n,), (1, n)) or c.values.dtype != b.values.dtype or b.values.dtype.type not in (np.float16, np.float32, np.float64):
+            continue
+        if len(matmul.outputs[0].outputs) != 1 or matmul.outputs[0] in graph.outputs:
+            result.skip(f"{label(matmul)}: its output has other readers; not fused with {label(add)} into a Gemm")
+            continue
+        out = add.outputs[0]
+        detach(add)
+        matmul.op, matmul.attrs = "Gemm", {}
+        matmul.inputs = [x, b, c]
+        matmul.outputs = [out]
         changed += 1
     return changed

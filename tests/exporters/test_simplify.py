@@ -476,3 +476,19 @@ def test_report_rendering_names_the_steps_checked_by_identity():
     console = Console(record=True, width=160)
     console.print(render_report(report))
     assert "checked by identity" in console.export_text()
+
+
+def test_dense_layer_as_matmul_and_add_becomes_one_gemm_only_in_2d():
+    r = rng(6)
+    inits = [init("W", r.standard_normal((4, 3)).astype(np.float32)), init("bias", r.standard_normal(3).astype(np.float32))]
+    nodes = [
+        helper.make_node("MatMul", ["flat", "W"], ["y"], "fc"),
+        helper.make_node("Add", ["y", "bias"], ["output"], "fc_bias"),
+        helper.make_node("MatMul", ["seq", "W"], ["z"], "fc3d"),  # 3-D: Gemm cannot take it
+        helper.make_node("Add", ["z", "bias"], ["output3d"], "fc3d_bias"),
+    ]
+    proto = model(nodes, [value("flat", ["batch", 4]), value("seq", ["batch", 5, 4])], [value("output", ["batch", 3]), value("output3d", ["batch", 5, 3])], inits)
+    result, after, check = apply(proto, cleanup)
+    assert sorted(ops(after)) == ["Add", "Gemm", "MatMul"] and node(after, "Gemm").output[0] == "output"
+    assert result.details["dense_to_gemm"] == 1
+    assert check["ok"] and check["max_rel_error"] < 1e-6
