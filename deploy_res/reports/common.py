@@ -67,7 +67,14 @@ def settings_line(report: Mapping[str, Any]) -> str:
     how = f"{s.get('iterations')} iterations" if s.get("iterations") else f"{s.get('duration_s')} s (≥ {s.get('min_iterations')} iterations)"
     threads = s.get("threads") or "default"
     return (f"batches {', '.join(str(b) for b in s.get('batches', []))}; warmup {s.get('warmup_s')} s; {how} per batch size, "
-            f"interleaved round-robin; threads {threads}")
+            f"interleaved round-robin{_blocks(s)}; threads {threads}")
+
+
+def _blocks(settings: Mapping[str, Any]) -> str:
+    """How each turn was timed (reports before blocks existed say nothing)."""
+    if settings.get("settle_s") is None:
+        return ""
+    return f" in {settings.get('block_s', 0):g} s blocks, each after a {1e3 * settings['settle_s']:.0f} ms settle pause"
 
 
 def environment_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
