@@ -188,7 +188,7 @@ def _dim_source(tensor: gs.Tensor) -> Optional[tuple[gs.Tensor, int]]:
         shape_node = producer(node.inputs[0])
         if shape_node is None or not is_standard(shape_node, "Shape") or shape_node.inputs[0].shape is None:
             return None
-        positions = _slice(list(range(len(shape_node.inputs[0].shape))), node)
+        positions = _slice(list(range(len(shape_dims(shape_node) or []))), node)
         if positions is None or len(positions) != 1:
             return None
         position = positions[0]
@@ -199,7 +199,7 @@ def _dim_source(tensor: gs.Tensor) -> Optional[tuple[gs.Tensor, int]]:
     source = shape_node.inputs[0]
     rank = len(source.shape)
     start = int(shape_node.attrs.get("start", 0))
-    start = start + rank if start < 0 else start
+    start = min(max(start + rank if start < 0 else start, 0), rank)  # ONNX clamps like Python slicing
     axis = position + start if position >= 0 else position + len(shape_dims(shape_node) or []) + start
     return (source, axis) if 0 <= axis < rank else None
 

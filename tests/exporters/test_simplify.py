@@ -113,6 +113,25 @@ def test_flatten_with_dynamic_batch_reads_a_constant_target(unsqueeze):
     assert check["ok"] and check["max_abs_error"] == 0.0
 
 
+def test_flatten_whose_batch_is_a_slice_of_a_shape_with_start():
+    """``Slice(Shape(x, start=0, end=2), 0, 1)``: the batch, read through a Shape with start/end and a Slice."""
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"], "shape", start=0, end=2),
+        _const("b0", np.array([0], I64)),
+        _const("b1", np.array([1], I64)),
+        helper.make_node("Slice", ["s", "b0", "b1"], ["n"], "slice"),
+        _const("rest", np.array([-1], I64)),
+        helper.make_node("Concat", ["n", "rest"], ["target"], "concat", axis=0),
+        helper.make_node("Reshape", ["input", "target"], ["output"], "reshape"),
+    ]
+    proto = model(nodes, [value("input", SHAPE)], [value("output", ["batch", 144])])
+    result, after, check = apply(proto, cleanup, batch=3)
+    assert ops(after) == ["Reshape"]
+    target = next(t for t in after.graph.initializer if t.name == node(after, "Reshape").input[1])
+    assert onnx.numpy_helper.to_array(target).tolist() == [0, -1]
+    assert check["ok"] and check["max_abs_error"] == 0.0
+
+
 def test_flatten_whose_batch_comes_from_another_tensor_is_kept():
     """The batch size read from another input is not known to equal the Reshape input's: the arithmetic stays."""
     proto = model(_flatten("other", False), [value("input", SHAPE), value("other", ["m", 4, 6, 6])], [value("output", ["m", 144])])
