@@ -112,8 +112,12 @@ def anchors(folder: Path, paths: dict[str, Path], calib: Path, threads: int) -> 
     from deploy_res.engines.precision.calibration import calibrate
     from deploy_res.engines.precision.qdq import emit_qdq
 
-    qdq = Path(read_manifest(paths["ort-int8"])["source"]["path"])
-    float_graph = Path(read_manifest(qdq)["inputs"]["onnx"]["path"])
+    def parent(path):
+        manifest = read_manifest(path)
+        return Path((manifest.get("parent") or manifest.get("source") or manifest["inputs"]["onnx"])["path"])
+
+    qdq = parent(paths["ort-int8"])
+    float_graph = parent(qdq)
     method = read_manifest(qdq)["calibration"]["method"]
     ranges = calibrate(float_graph, np.load(calib), method=method, cache_path=folder / f"{MODEL}.calib-{method}.json", quiet=True)
     trt = folder / f"{MODEL}.int8.tensorrt-layout.onnx"

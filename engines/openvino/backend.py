@@ -278,11 +278,12 @@ class OpenVINOBackend:
                 model = (built_for[0] or {}).get("model", "?")
                 notes.append(f"engine compiled for {model} / OpenVINO {built_for[1]}; this is {here[0]['model']} / OpenVINO {here[1]}: "
                              "recompiling from its source ONNX")
-                source = Path(manifest.get("source", {}).get("path", ""))
+                record = manifest.get("parent") or manifest.get("source") or {}  # schema 2 spells it parent
+                source = Path(record.get("path", ""))
                 if not source.is_file():
                     raise DeployResError(f"{engine_path.name} was built for another CPU or OpenVINO and its source {source} is gone; "
                                          "rebuild with `deployres build-engine --backend openvino`")
-                recorded = manifest.get("source", {}).get("sha256")
+                recorded = record.get("sha256")
                 if recorded and file_record(source)["sha256"] != recorded:
                     raise DeployResError(f"{engine_path.name} was built for another CPU or OpenVINO and its source {source.name} has changed "
                                          "since; rebuild with `deployres build-engine --backend openvino`")
