@@ -160,3 +160,17 @@ def test_auto_measures_both_and_records_the_numbers(exported, tmp_path):
     engines = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("resnet18.fp32.cpu."))
     assert engines == sorted([result.engine.name, result.engine.name + ".json"] + (
         [result.engine.with_suffix(".bin").name, cache_dir_of(result.engine).name] if result.backend == "openvino" else []))
+
+
+def test_profile_reports_openvino_beside_onnxruntime(exported, fp32_engine, tmp_path):
+    import deploy_res.profiling as profiling
+    from deploy_res.reports.schema import validate
+
+    ort_engine = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True).engine
+    report = profiling.profile([ort_engine, fp32_engine], batches=(1, 2), warmup_s=0, iterations=2, layer_iterations=2, torch_modes=(),
+                               output_dir=tmp_path / "report", threads=2)
+    assert validate(report) == []
+    ort, ov = report["artifacts"]
+    assert (ort["backend"], ov["backend"]) == ("onnxruntime", "openvino") and ov["precision"] == "fp32" and ov["measured"]
+    assert ov["layers"]["source"] == "openvino performance counters"
+    assert {row["stage"] for row in ov["layers"]["batches"][0]["by_stage"]} >= {"stem", "stage1", "head"}
