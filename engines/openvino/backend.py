@@ -29,7 +29,10 @@ elsewhere says so (a note) and recompiles from the source ONNX.
 
 Settings, every one recorded in the manifest: ``threads`` (default: OpenVINO's,
 all cores) and ``hint`` (``latency``, the default, or ``throughput``),
-``precision`` (``fp32``, ``bf16``, ``int8``). ``openvino`` is imported only
+``precision`` (``fp32``, ``bf16``, ``int8``). The runner makes one synchronous
+request at a time, which ``latency`` serves best (all threads on one stream);
+``throughput`` splits the cores into streams for servers that keep several
+requests in flight (OpenVINO Model Server, Triton's openvino backend). ``openvino`` is imported only
 when a build or load is asked for.
 """
 
