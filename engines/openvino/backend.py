@@ -32,8 +32,8 @@ all cores) and ``hint`` (``latency``, the default, or ``throughput``),
 ``precision`` (``fp32``, ``bf16``, ``int8``). The runner makes one synchronous
 request at a time, which ``latency`` serves best (all threads on one stream);
 ``throughput`` splits the cores into streams for servers that keep several
-requests in flight (OpenVINO Model Server, Triton's openvino backend). ``openvino`` is imported only
-when a build or load is asked for.
+requests in flight (OpenVINO Model Server, Triton's openvino backend).
+``openvino`` is imported only when a build or load is asked for.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import atomic_path, file_record, read_manifest
+from deploy_res.core.artifacts import file_record, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, TensorInfo
 from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
