@@ -16,8 +16,10 @@ Printed per run: seconds, images/s, the difference to the single-process loop
 per image, ``(t - t_single) / images`` (negative when Ray's overlap of
 decoding and inference wins more than Ray costs), and Ray's overhead per
 image, ``(t - max(t_decode, t_engine_1_thread)) / images``: the time above a
-perfect 1-actor pipeline. Every Ray run's Parquet is checked equal to the
-single-process one.
+perfect 1-actor pipeline. Each Ray run's time to its first result (pipeline
+and actor start, engine load) is printed apart from its steady rate, which
+splits Ray's fixed cost from its cost per image. Every Ray run's Parquet is
+checked equal to the single-process one.
 
     python benchmarks/bench_ray_infer.py [--images 2000] [--cpus 2] [--batch 8] [--model resnet18] [--input-size 3,64,64]
 
@@ -100,7 +102,7 @@ def main() -> None:
             worker.close()
         del decoded
 
-        rows = []
+        rows, starts = [], []
         start = time.perf_counter()
         single = infer(engine, photos, root / "single.parquet", batch=args.batch)
         t_single = time.perf_counter() - start
@@ -111,11 +113,19 @@ def main() -> None:
         with ray_session(num_cpus=args.cpus):
             t_cluster = time.perf_counter() - start
             for actors in (1, 2):
-                notes = []
+                notes, first = [], []
+
+                def progress(done, total):
+                    if not first:
+                        first.append((time.perf_counter(), done))
+
                 start = time.perf_counter()
-                infer(engine, photos, root / f"ray{actors}.parquet", batch=args.batch, ray=True, actors=actors, on_note=notes.append)
+                infer(engine, photos, root / f"ray{actors}.parquet", batch=args.batch, ray=True, actors=actors, on_note=notes.append,
+                      progress=progress)
                 seconds = time.perf_counter() - start
                 equal = pq.read_table(root / f"ray{actors}.parquet").equals(reference)
+                steady = (args.images - first[0][1]) / (start + seconds - first[0][0])
+                starts.append((actors, first[0][0] - start, steady))
                 rows.append((f"ray x{actors} ({notes[0][5:] if notes else ''})", seconds, equal))
 
     n = single["images"]
@@ -130,6 +140,10 @@ def main() -> None:
         versus = "" if equal is None else f"{ms(seconds - t_single):+.2f}"
         over_ideal = "" if equal is None else f"{ms(seconds - ideal):+.2f}"
         print(f"{label:<72} {seconds:6.1f} {n / seconds:7.1f} {versus:>17} {over_ideal:>19} {'' if equal is None else str(equal):>9}")
+    for actors, to_first, steady in starts:
+        print(f"ray x{actors}: {to_first:.1f} s from the call to the first batch's result (pipeline and actor start, engine load), "
+              f"then {steady:.1f} img/s = {1000 / steady:.2f} ms/img; over a perfect 1-actor overlap in steady state: "
+              f"{1000 / steady - ms(ideal):+.2f} ms/img")
     print("vs single: (t - t_single) / images; vs ideal x1: (t - max(decode, engine on 1 thread)) / images = what Ray's "
           "scheduling, serialisation and actor start cost per image over a perfect 1-actor overlap")
 
