@@ -2,19 +2,24 @@
 
 ``optimize(model, target=...)`` runs the target's passes (see
 :data:`PIPELINES`) over an onnx-graphsurgeon graph. After every pass it runs
-the graph before and after it in ONNX Runtime (CPU provider,
-``ORT_DISABLE_ALL`` so ORT's own fusions cannot hide a broken pass) on the
-same seeded random inputs with a batch > 1, and raises
+the graph after it in ONNX Runtime (CPU provider, ``ORT_DISABLE_ALL`` so
+ORT's own fusions cannot hide a broken pass) on the same seeded random
+inputs with a batch > 1, compares with the outputs of the graph before it
+(the previous pass's check), and raises
 :class:`~deploy_res.core.errors.ValidationFailed` naming the pass when an output
-moves by more than ``atol + rtol * max(1, max|reference|)``.
+moves by more than ``atol + rtol * max(1, max|reference|)``. Checks run
+weightless exports whose weights ORT reads in place; a pass that leaves the
+graph identical, weights bit for bit, is verified by that identity
+(``report["checks_by_identity"]``).
 
 Targets:
 
-- ``onnxruntime``: cleanup, fold BatchNorm, fold residual scales, fuse
-  Conv+Add(+Relu) into ``com.microsoft.FusedConv``, cleanup;
+- ``onnxruntime``: cleanup, fold BatchNorm, fold residual scales, fold Pads
+  and per-channel affine ops into Convs, fuse Conv+Add(+Relu) into
+  ``com.microsoft.FusedConv``, cleanup;
 - ``tensorrt``: the same with standard ops only: residual Adds are made
   contiguous with their Conv and Relu and listed in the report;
-- ``portable``: cleanup, fold BatchNorm, cleanup.
+- ``portable``: cleanup, fold BatchNorm, fold into Conv, cleanup.
 """
 
 from __future__ import annotations
