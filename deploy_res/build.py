@@ -327,6 +327,11 @@ def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> Bui
             shutil.rmtree(cache_dir_of(result.engine), ignore_errors=True)
     figures = ", ".join(f"{name} {speeds[name][batch]:.1f}" for name in candidates)
     chosen.notes.append(f"auto: {winner} is faster here at batch {batch} ({figures} images/s, timed side by side)")
+    small = min(batches)
+    if small != batch and max(speeds, key=lambda name: speeds[name][small]) != winner:
+        fastest = max(speeds, key=lambda name: speeds[name][small])
+        chosen.notes.append(f"auto: at batch {small} {fastest} is faster ({', '.join(f'{n} {speeds[n][small]:.1f}' for n in candidates)} images/s); "
+                            f"for batch-{small} serving build with --backend {fastest}")
     return chosen
 
 
