@@ -275,7 +275,7 @@ def export_command(ctx: Context, model, output_dir, weights, input_size, batch, 
                         opset=opset, exporter=exporter, optimize=not no_optimize, target=target, preprocessing=preprocessing)
     parity = result.manifest["check"]["parity"]
     for b in parity["batches"]:
-        ctx.console.print(f"parity batch {b['batch']}: max |diff| {b['max_abs_diff']:.2e} ({b['relative_to_max']:.1e} of max logit) [green]ok[/]")
+        ctx.console.print(f"parity batch {b['batch']}: max |diff| {b['max_abs_error']:.2e} ({b['max_rel_error']:.1e} of max logit) [green]ok[/]")
     _print_written(ctx, result.onnx_path)
     if result.optimized_path:
         from deploy_res.optimize import render_report

@@ -83,10 +83,10 @@ def export(
         parity_batches = tuple(sorted({batch_range.min, min(4, batch_range.max)}))
         parity = check_parity(loaded.module, pending.path, input_shape, batches=parity_batches if len(parity_batches) > 1 else (1, 4), rtol=rtol)
         if not parity.passed:
-            worst = max(parity.batches, key=lambda b: b["relative_to_max"])
+            worst = max(parity.batches, key=lambda b: b["max_rel_error"])
             raise ValidationFailed(
-                f"ONNX output differs from PyTorch at batch {worst['batch']}: max |diff| {worst['max_abs_diff']:.3g} "
-                f"is {worst['relative_to_max']:.3g} of the largest logit (limit {rtol:g}); try --exporter torchscript or another --opset"
+                f"ONNX output differs from PyTorch at batch {worst['batch']}: max |diff| {worst['max_abs_error']:.3g} "
+                f"is {worst['max_rel_error']:.3g} of the largest logit (limit {rtol:g}); try --exporter torchscript or another --opset"
             )
         manifest = {
             "model": {

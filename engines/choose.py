@@ -27,6 +27,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from deploy_res.core.numerics import seeded_array
+
 ITERATIONS = 8
 """Timed runs per engine and batch size (median taken)."""
 BLOCK_S = 0.1
@@ -52,7 +54,7 @@ def _feeds(runner, batch: int) -> dict[str, np.ndarray]:
     feeds = {}
     for info in runner.inputs:
         shape = [batch if i == 0 else (d if isinstance(d, int) and d > 0 else 1) for i, d in enumerate(info.shape)]
-        feeds[info.name] = rng.standard_normal(shape).astype(info.dtype if info.dtype != "bfloat16" else "float32")
+        feeds[info.name] = seeded_array(shape, info.dtype if info.dtype != "bfloat16" else "float32", rng)
     return feeds
 
 

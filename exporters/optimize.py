@@ -36,6 +36,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.core.numerics import PASS_CHECK_RTOL, PASS_CHECK_RTOL_FP16, max_errors, seeded_feeds, session_options
 from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
 from deploy_res.exporters.passes import (
     PassResult,
@@ -67,9 +68,9 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "portable": ("cleanup", "fold_batchnorm", "fold_into_conv", "cleanup"),
 }
 
-DEFAULT_RTOL = 1e-4
+DEFAULT_RTOL = PASS_CHECK_RTOL
 """Tolerance relative to the largest reference output magnitude: |after - before| <= atol + rtol * max(1, max|before|)."""
-DEFAULT_RTOL_FP16 = 5e-3
+DEFAULT_RTOL_FP16 = PASS_CHECK_RTOL_FP16
 """The default for graphs that compute in float16 (refolded FP16 weights round differently)."""
 DEFAULT_BATCH = 2
 DEFAULT_SEED = 0
@@ -433,36 +434,15 @@ def make_inputs(
     Shapes come from the graph; a dynamic first axis becomes ``batch``; any
     other dynamic axis needs ``input_shapes`` (one-line DeployResError).
     """
-    rng = np.random.default_rng(seed)
-    given = dict(input_shapes or {})
     initializers = {tensor.name for tensor in model.graph.initializer}
-    feeds = {}
+    specs = []
     for value in model.graph.input:
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        if value.name in given:
-            shape = [int(dim) for dim in given[value.name]]
-        else:
-            shape = []
-            for axis, dim in enumerate(tensor_type.shape.dim):
-                if dim.HasField("dim_value") and dim.dim_value > 0:
-                    shape.append(dim.dim_value)
-                elif axis == 0:
-                    shape.append(batch)
-                else:
-                    label = dim.dim_param or "?"
-                    raise DeployResError(
-                        f"input '{value.name}' has a dynamic axis {axis} ('{label}') besides the batch; give its full shape: --input-shape {value.name}:N,C,H,W (input_shapes={{'{value.name}': [...]}} in Python)"
-                    )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[value.name] = rng.random(shape) < 0.5
-        else:
-            feeds[value.name] = rng.integers(0, 4, size=shape).astype(dtype)
-    return feeds
+        shape = [dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?") for dim in tensor_type.shape.dim]
+        specs.append((value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)))
+    return seeded_feeds(specs, batch, seed=seed, shapes=input_shapes)
 
 
 def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], level: Optional[Any] = None) -> dict[str, np.ndarray]:
@@ -480,13 +460,10 @@ def _run_light(
     """Run a weightless model whose large weights are ``arrays`` (see :func:`_split_weights`)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level if level is not None else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     # A check runs once: pool threads spinning after it only take the CPU from the next pass.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if arrays:
-        options.add_external_initializers(list(arrays), [ort.OrtValue.ortvalue_from_numpy(value) for value in arrays.values()])
+    options = session_options(spinning=False, external=arrays)
+    if level is not None:
+        options.graph_optimization_level = level
     session = ort.InferenceSession(serialized if serialized is not None else light.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feeds))))
@@ -541,8 +518,9 @@ def compare_outputs(reference: Mapping[str, np.ndarray], actual: Mapping[str, np
     """Worst output difference: ``{"ok", "output", "max_abs_error", "max_rel_error", "ref_max", "tolerance"}``.
 
     An output passes when ``max|a - r| <= atol + rtol * max(1, max|r|)``;
-    ``max_rel_error`` is ``max|a - r| / max(1, max|r|)``. Non-float outputs
-    must match exactly; NaNs must sit where the reference has them.
+    ``max_rel_error`` is :func:`deploy_res.core.numerics.max_errors`' (of
+    ``max|r|``); ``ref_max`` is ``max(1, max|r|)``, the tolerance's scale.
+    Non-float outputs must match exactly; NaNs must sit where the reference has them.
     """
     worst = {"ok": True, "output": None, "max_abs_error": 0.0, "max_rel_error": 0.0, "ref_max": 1.0, "tolerance": atol + rtol}
     largest_abs = 0.0
@@ -561,9 +539,10 @@ def compare_outputs(reference: Mapping[str, np.ndarray], actual: Mapping[str, np
         nan_ref = np.isnan(r64)
         if not np.array_equal(nan_ref, np.isnan(a64)):
             return failed
-        diff = float(np.max(np.abs(r64 - a64)[~nan_ref], initial=0.0))
-        scale = max(1.0, float(np.max(np.abs(r64[~nan_ref]), initial=0.0)))
-        entry = {"ok": diff <= atol + rtol * scale, "output": name, "max_abs_error": diff, "max_rel_error": diff / scale, "ref_max": scale, "tolerance": atol + rtol * scale}
+        errors = max_errors(a64, r64)
+        diff, scale = errors["max_abs_error"], max(1.0, errors["max_abs_reference"])
+        entry = {"ok": diff <= atol + rtol * scale, "output": name, "max_abs_error": diff, "max_rel_error": errors["max_rel_error"],
+                 "ref_max": scale, "tolerance": atol + rtol * scale}
         if not entry["ok"]:
             return entry
         largest_abs = max(largest_abs, diff)

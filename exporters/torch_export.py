@@ -29,6 +29,7 @@ import onnx
 import torch
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.core.numerics import EXPORT_PARITY_RTOL, cpu_session, max_errors
 from deploy_res.core.onnx_io import save_model
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -36,7 +37,7 @@ DEFAULT_EXPORTER = "dynamo"
 DEFAULT_OPSET = 20
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-PARITY_RTOL = 1e-3
+PARITY_RTOL = EXPORT_PARITY_RTOL
 """Parity passes when max |torch - onnx| <= PARITY_RTOL * max |torch| (relative to the largest logit)."""
 MAX_BATCH = 4096
 """The largest batch the exported dynamic axis declares (the dynamo exporter's ``Dim("batch", max=...)``)."""
@@ -216,11 +217,7 @@ def check_parity(
     seed: int = 0,
 ) -> ParityResult:
     """Run PyTorch and ONNX Runtime (CPU) on the same seeded inputs at each batch size."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path, level="ORT_ENABLE_ALL")
     input_name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(seed)
     result = ParityResult(rtol=rtol)
@@ -232,14 +229,11 @@ def check_parity(
         got = session.run(None, {input_name: x.numpy()})[0]
         if got.shape != expected.shape:
             raise ValidationFailed(f"ONNX output shape {got.shape} differs from PyTorch's {expected.shape} at batch {batch}")
-        diff = float(np.max(np.abs(got - expected)))
-        scale = float(np.max(np.abs(expected)))
+        errors = max_errors(got, expected)
         result.batches.append({
             "batch": batch,
-            "max_abs_diff": diff,
-            "max_abs_reference": scale,
-            "relative_to_max": diff / max(scale, 1e-12),
-            "passed": bool(np.isfinite(got).all() and diff <= rtol * max(scale, 1e-12)),
+            **errors,
+            "passed": bool(np.isfinite(got).all() and errors["max_rel_error"] <= rtol),
             "onnxruntime_ms": round((time.perf_counter() - start) * 1e3, 2),
         })
     return result

@@ -27,7 +27,7 @@ def test_resnet50_full_size_export(tmp_path):
     assert manifest == json.loads(json.dumps(result.manifest | {k: manifest[k] for k in ("schema_version", "stage", "artifact", "versions")}))
     parity = manifest["check"]["parity"]
     assert parity["passed"] and [b["batch"] for b in parity["batches"]] == [1, 4]
-    assert all(b["relative_to_max"] <= 1e-3 for b in parity["batches"])
+    assert all(b["max_rel_error"] <= 1e-3 for b in parity["batches"])
     assert manifest["model"]["parameters"] == 25_557_032
     assert manifest["input"]["shape"] == ["batch", 3, 224, 224]
     assert manifest["preprocessing"]["resize_size"] == 256

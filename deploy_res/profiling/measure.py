@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from deploy_res.core.numerics import seeded_feeds
 from deploy_res.core.timing import BLOCK_S, SETTLE_S, time_block
 
 MIN_ITERATIONS = 5
@@ -55,24 +56,9 @@ class Entry:
 
 
 def make_feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for ``runner`` at ``batch``: dynamic axes take ``batch`` (first) or fail."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for info in runner.inputs:
-        shape = []
-        for axis, dim in enumerate(info.shape):
-            if isinstance(dim, int) and dim > 0 and axis > 0:
-                shape.append(dim)
-            elif axis == 0:
-                shape.append(batch)
-            else:
-                raise ValueError(f"input {info.name} has a dynamic axis {axis} ({dim!r}); export with a fixed input size")
-        dtype = np.dtype(info.dtype) if info.dtype in np.sctypeDict else np.float32
-        if np.issubdtype(dtype, np.floating):
-            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[info.name] = rng.integers(0, 2, shape).astype(dtype)
-    return feeds
+    """Seeded inputs for ``runner`` at ``batch`` (:func:`deploy_res.core.numerics.seeded_feeds`): dynamic axes other than the first fail."""
+    specs = [(info.name, info.shape, np.dtype(info.dtype) if info.dtype in np.sctypeDict else np.float32) for info in runner.inputs]
+    return seeded_feeds(specs, batch, seed=seed)
 
 
 def interleaved(entries: Sequence[Entry], batches: Sequence[int], warmup_s: float = 1.0, duration_s: float = 5.0,

@@ -67,6 +67,7 @@ import numpy as np
 
 from deploy_res.core.artifacts import file_record, library_versions, lineage, manifest_path, read_manifest, sha256_file, write_json_atomic
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.numerics import SERVE_CHECK_RTOL, seeded_array
 from deploy_res.serve.pbtxt import Enum, check_schema, parameters, render, string_map
 from deploy_res.serve.runtime import SPEC_FILE
 
@@ -712,7 +713,7 @@ def triton(
     return result
 
 
-CHECK_MAX_REL_ERROR = 1e-4
+CHECK_MAX_REL_ERROR = SERVE_CHECK_RTOL
 """``--check``: the largest max |served - in-process| / max |in-process| accepted (same engine, same
 runtime; only thread-count-dependent summation order may differ)."""
 
@@ -746,7 +747,7 @@ def check_repository(repository: Path, models: Sequence[tuple[str, Engine, int]]
                     feeds, requests = {}, []
                     for info, tensor in zip(runner.inputs, engine.inputs):
                         shape = ([batch] if batch else []) + [d if isinstance(d, int) and d > 0 else 1 for d in (tensor.shape[1:] if batch else tensor.shape)]
-                        feeds[info.name] = rng.standard_normal(shape).astype(np.dtype(info.dtype))
+                        feeds[info.name] = seeded_array(shape, np.dtype(info.dtype), rng)
                         request = httpclient.InferInput(info.name, list(shape), np_to_triton_dtype(feeds[info.name].dtype))
                         request.set_data_from_numpy(feeds[info.name])
                         requests.append(request)

@@ -25,7 +25,7 @@ import onnx
 
 from deploy_res.core.artifacts import Manifest, read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.onnxruntime.backend import cpu_session
+from deploy_res.core.numerics import cpu_session
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 INPUT_SQNR_CAP_DB = 100.0

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-DEFAULTS: dict[str, dict[str, Optional[float]]] = {
-    "fp32": {"max_rel_error": 1e-3, "cosine_mean": None, "cosine_min": 0.99999, "top1_agreement": 1.0, "top1_drop_points": 0.5},
-    "fp16": {"max_rel_error": 3e-2, "cosine_mean": None, "cosine_min": 0.999, "top1_agreement": 0.98, "top1_drop_points": 0.5},
-    "bf16": {"max_rel_error": 5e-2, "cosine_mean": None, "cosine_min": 0.998, "top1_agreement": 0.95, "top1_drop_points": 0.75},
-    "int8": {"max_rel_error": None, "cosine_mean": 0.98, "cosine_min": 0.95, "top1_agreement": 0.90, "top1_drop_points": 1.0},
-}
+from deploy_res.core.numerics import VALIDATION_LIMITS
+
+DEFAULTS = VALIDATION_LIMITS
+"""The default limits per precision; they live with every other tolerance in :mod:`deploy_res.core.numerics`."""
 UPPER_BOUNDS = ("max_rel_error", "top1_drop_points")
 """Limits a value must stay at or below; all others are lower bounds."""
 

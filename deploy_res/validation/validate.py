@@ -10,6 +10,7 @@ import numpy as np
 
 from deploy_res.core.artifacts import file_record, precision_of, read_manifest, write_json_atomic
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.numerics import seeded_array
 from deploy_res.models import Preprocessing
 from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.reference import resolve_reference
@@ -29,8 +30,7 @@ def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch:
     from deploy_res.scale.work import plan_batches
 
     if data is None:
-        rng = np.random.default_rng(seed)
-        arrays = rng.standard_normal((samples, *input_shape)).astype(np.float32)
+        arrays = seeded_array((samples, *input_shape), np.float32, np.random.default_rng(seed))
         return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
     from deploy_res.data import is_image_source, list_images, load_inputs
 

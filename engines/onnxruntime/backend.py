@@ -26,6 +26,7 @@ import numpy as np
 
 from deploy_res.core.artifacts import atomic_path, file_record, read_manifest, verify_record
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.numerics import session_options
 from deploy_res.engines.base import BuildResult, TensorInfo
 
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
@@ -56,31 +57,10 @@ def _ort():
     return ort
 
 
-def _session_options(level: str, threads: Optional[int] = None, optimized_path: Optional[Path] = None, profile_prefix: Optional[str] = None):
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return options
-
-
 def _providers(device: str) -> list[str]:
     if device == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def cpu_session(model: Any, level: str = "ORT_DISABLE_ALL"):
-    """An InferenceSession on the CPU provider for an in-memory model (``onnx.ModelProto`` or bytes)."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    return _ort().InferenceSession(data, _session_options(level), providers=["CPUExecutionProvider"])
 
 
 class OnnxRuntimeRunner:
@@ -116,7 +96,7 @@ def open_session(path: Path, device: str = "cpu", level: str = "ORT_ENABLE_ALL",
     if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise DeployResError("device cuda needs onnxruntime-gpu (pip uninstall -y onnxruntime && pip install onnxruntime-gpu); use --device cpu")
     try:
-        session = ort.InferenceSession(str(path), _session_options(level, threads, profile_prefix=profile_prefix), providers=_providers(device))
+        session = ort.InferenceSession(str(path), session_options(level, threads=threads, profile_prefix=profile_prefix), providers=_providers(device))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
         raise DeployResError(f"ONNX Runtime cannot load {path.name}: {str(exc).strip().splitlines()[0][:300]}") from None
     if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
@@ -146,7 +126,7 @@ class OnnxRuntimeBackend:
             with atomic_path(engine_path) as tmp:
                 ort = _ort()
                 try:
-                    ort.InferenceSession(str(onnx_path), _session_options("ORT_ENABLE_ALL", optimized_path=tmp), providers=["CPUExecutionProvider"])
+                    ort.InferenceSession(str(onnx_path), session_options("ORT_ENABLE_ALL", optimized_path=tmp), providers=["CPUExecutionProvider"])
                 except Exception as exc:
                     raise DeployResError(f"ONNX Runtime cannot optimise {onnx_path.name}: {str(exc).strip().splitlines()[0][:300]}") from None
         else:

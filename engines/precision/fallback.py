@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.timing import interleave
-from deploy_res.engines.onnxruntime.backend import cpu_session
+from deploy_res.core.numerics import cpu_session
 
 ENGINE_LEVEL = "ORT_ENABLE_ALL"
 """Agreement and latency are measured as the engine will run: ONNX Runtime fully optimised (integer kernels)."""

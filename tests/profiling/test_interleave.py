@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deploy_res.core.errors import DeployResError
 from deploy_res.profiling.measure import Entry, interleaved, make_feeds
 from deploy_res.engines.base import TensorInfo
 
@@ -80,7 +81,7 @@ def test_feeds_fill_the_batch_axis():
     feeds = make_feeds(runner, 8)
     assert feeds["input"].shape == (8, 3, 4, 4) and feeds["input"].dtype == np.float32
     runner.inputs = [TensorInfo("input", ("batch", "channels", 4, 4), "float32")]
-    with pytest.raises(ValueError, match="dynamic axis 1"):
+    with pytest.raises(DeployResError, match="dynamic axis 1"):
         make_feeds(runner, 1)
 
 

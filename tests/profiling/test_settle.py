@@ -16,7 +16,7 @@ from onnx import helper
 
 from graph_builders import init, model, value
 
-from deploy_res.engines.onnxruntime.backend import _ort, _session_options
+from deploy_res.core.numerics import cpu_session
 from deploy_res.profiling.measure import Entry, interleaved
 from deploy_res.engines.base import TensorInfo
 
@@ -41,8 +41,7 @@ class SessionRunner:
     """An ONNX Runtime session with its default thread spinning, behind the runner interface."""
 
     def __init__(self, proto) -> None:
-        self.session = _ort().InferenceSession(proto.SerializeToString(), _session_options("ORT_ENABLE_ALL", THREADS),
-                                               providers=["CPUExecutionProvider"])
+        self.session = cpu_session(proto, "ORT_ENABLE_ALL", threads=THREADS)
         self.inputs = [TensorInfo("input", ("batch", 64, 40, 40), "float32")]
 
     def run(self, feeds):
