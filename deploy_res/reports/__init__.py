@@ -52,4 +52,29 @@ def rich_table(report: Mapping[str, Any]):
     return Group(table, *reasons)
 
 
-__all__ = ["REPORT_FILES", "rich_table", "write_reports"]
+def rich_served_table(report: Mapping[str, Any]):
+    """The served-model table for the console (rich): one row per model and concurrency level."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from deploy_res.reports.common import SERVED_COLUMNS, served_cells, served_line, served_rows
+
+    served = report.get("served") or {}
+    table = Table(title="served (Triton, under concurrency)", caption=served_line(report))
+    for index, column in enumerate(SERVED_COLUMNS):
+        table.add_column(column, justify="left" if index == 0 else "right", no_wrap=index == 0)
+    reasons = []
+    if served.get("error"):
+        reasons.append(Text(f"not measured: {served['error']}", style="yellow"))
+    for row in served_rows(report):
+        if row["measured"]:
+            table.add_row(*served_cells(row))
+        else:
+            reasons.append(Text.assemble((row["model"], "bold"), f" not measured: {row['reason']}", style="yellow"))
+    if served.get("status") == "interrupted":
+        reasons.append(Text("interrupted: the served table covers the levels measured before Ctrl-C", style="yellow"))
+    return Group(table, *reasons)
+
+
+__all__ = ["REPORT_FILES", "rich_served_table", "rich_table", "write_reports"]

@@ -34,7 +34,8 @@ def percent(value: Optional[float]) -> str:
 def title(report: Mapping[str, Any]) -> str:
     model = report.get("model") or {}
     size = (model.get("preprocessing") or {}).get("input_size")
-    name = model.get("source") or "model"
+    served = [m["name"] for m in (report.get("served") or {}).get("models", [])]
+    name = model.get("source") or (", ".join(served[:3]) + (", …" if len(served) > 3 else "") if served else "model")
     return f"{name} at {'x'.join(str(s) for s in size)}" if size else str(name)
 
 
@@ -88,3 +89,49 @@ def environment_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("threads", ", ".join(f"{k} {v}" for k, v in threads.items() if v is not None) or "defaults")]
     rows += [(name, version) for name, version in (env.get("versions") or {}).items()]
     return rows
+
+
+SERVED_COLUMNS = ("model", "concurrency", "req/s", "samples/s", "p50 ms", "p90 ms", "p99 ms", "avg batch", "server batches", "errors")
+"""The served-model table (``served`` section): one row per model and concurrency level."""
+
+
+def served_batches(level: Mapping[str, Any]) -> str:
+    """The batch sizes the server ran at a level, as ``size×executions`` (e.g. ``1×40, 2×12``)."""
+    sizes = (level.get("server") or {}).get("batch_sizes") or []
+    return ", ".join(f"{s['batch_size']}×{s['executions']}" for s in sizes) or "–"
+
+
+def served_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per served model and concurrency (one row with the reason for a model not measured)."""
+    rows = []
+    for model in (report.get("served") or {}).get("models", []):
+        if not model.get("levels"):
+            rows.append({"model": model["name"], "measured": False, "reason": model.get("error") or "not measured"})
+            continue
+        for level in model["levels"]:
+            rows.append({"model": model["name"], "measured": True, "level": level})
+    return rows
+
+
+def served_cells(row: Mapping[str, Any]) -> list[str]:
+    """The row as the strings of :data:`SERVED_COLUMNS`."""
+    if not row["measured"]:
+        return [row["model"], "–", "not measured", *["–"] * (len(SERVED_COLUMNS) - 3)]
+    level = row["level"]
+    merged = (level.get("server") or {}).get("samples_per_execution")
+    return [row["model"], str(level["concurrency"]), number(level["requests_per_s"]), number(level["throughput"]), ms(level.get("p50_ms")),
+            ms(level.get("p90_ms")), ms(level.get("p99_ms")), "–" if merged is None else f"{merged:.2f}", served_batches(level), str(level["errors"])]
+
+
+def served_line(report: Mapping[str, Any]) -> str:
+    """How the served models were measured, in one line."""
+    served = report.get("served") or {}
+    server = served.get("server") or {}
+    s = served.get("settings") or {}
+    where = (f"tritonserver {server.get('version') or '?'} started on {server.get('repository')}" if server.get("repository")
+             else f"Triton at {server.get('url') or '?'}")
+    if not s:
+        return where
+    return (f"{where}, {server.get('protocol')}; concurrency {', '.join(str(c) for c in s.get('concurrency', []))}; "
+            f"{s.get('seconds_per_level')} s per level after {s.get('warmup_s')} s warm-up; {s.get('request_batch')} sample(s) per request; "
+            f"{served.get('tool')}")

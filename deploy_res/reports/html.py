@@ -4,8 +4,9 @@ Sections: the comparison table; latency distribution per artifact (box plots:
 whiskers min..p99, box p25..p75, median line, every sample as a dot);
 throughput against batch size; time by network stage and the top layers per
 artifact; accuracy (top-1 agreement with the PyTorch original) against p50
-latency when validation results were given; load, memory and FLOPs; the
-environment.
+latency when validation results were given; with ``--server``, the served
+models: a table per model and concurrency level and throughput and p50/p99
+latency against concurrency; load, memory and FLOPs; the environment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import math
 from typing import Any, Mapping, Optional, Sequence
 
 from deploy_res.profiling.stats import percentile
-from deploy_res.reports.common import COLUMNS, cells, comparison_rows, environment_rows, ms, number, settings_line, title
+from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells,
+                                       served_line, served_rows, settings_line, title)
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 STAGE_COLORS = {"stem": "#9c755f", "stage1": "#4e79a7", "stage2": "#59a14f", "stage3": "#edc948", "stage4": "#e15759",
@@ -265,6 +267,77 @@ def accuracy_chart(artifacts: Sequence[Mapping[str, Any]], colors: Mapping[str, 
     return _svg(WIDTH, bottom + 50, body, "accuracy against latency")
 
 
+def served_chart(models: Sequence[Mapping[str, Any]], colors: Mapping[str, str], metric: str) -> Optional[str]:
+    """``metric`` against concurrency, one line per served model: ``throughput`` (samples/s), or ``latency``
+    (p50 solid, p99 dashed, ms)."""
+    keys = [("throughput", "")] if metric == "throughput" else [("p50_ms", ""), ("p99_ms", "6 4")]
+    series = [(m, key, dash, [(lv["concurrency"], lv[key]) for lv in m.get("levels", []) if lv.get(key) is not None])
+              for m in models for key, dash in keys]
+    series = [s for s in series if s[3]]
+    if not series:
+        return None
+    levels = sorted({c for *_, pts in series for c, _ in pts})
+    left, right, top, bottom = 80, WIDTH - 270, 16, 280
+    ticks = _ticks(max(v for *_, pts in series for _, v in pts) * 1.08)
+    high = ticks[-1]
+    xpos = {c: left + 40 + (right - left - 80) * (i / max(len(levels) - 1, 1)) for i, c in enumerate(levels)}
+    if len(levels) == 1:
+        xpos = {levels[0]: (left + right) / 2}
+    y = lambda v: bottom - (bottom - top) * v / high  # noqa: E731
+    body: list[str] = []
+    for t in ticks:
+        body.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{right}" y2="{y(t):.1f}" stroke="#eaeef2"/>')
+        body.append(f'<text x="{left - 8}" y="{y(t) + 4:.1f}" font-size="12" text-anchor="end" fill="#59636e">{_tick_label(t)}</text>')
+    body.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#8c959f"/>')
+    for c, x in xpos.items():
+        body.append(f'<text x="{x:.1f}" y="{bottom + 18}" font-size="12" text-anchor="middle" fill="#59636e">{c}</text>')
+    body.append(f'<text x="{(left + right) / 2:.0f}" y="{bottom + 40}" font-size="12.5" text-anchor="middle" fill="#59636e">concurrent clients</text>')
+    axis = "samples / s" if metric == "throughput" else "latency per request (ms)"
+    body.append(f'<text transform="translate(20 {(top + bottom) / 2:.0f}) rotate(-90)" font-size="12.5" text-anchor="middle" fill="#59636e">{axis}</text>')
+    for index, (model, key, dash, pts) in enumerate(series):
+        color = colors[model["name"]]
+        name = key.replace("_ms", "") if metric != "throughput" else "samples/s"
+        path = " ".join(f"{'M' if i == 0 else 'L'}{xpos[c]:.1f},{y(v):.1f}" for i, (c, v) in enumerate(pts))
+        body.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2.5"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>")
+        for c, v in pts:
+            body.append(f'<circle cx="{xpos[c]:.1f}" cy="{y(v):.1f}" r="4.5" fill="{color}"><title>{_e(model["name"])}: {name} {v:,.1f} at concurrency {c}</title></circle>')
+        ly = top + 10 + 22 * index
+        body.append(f'<line x1="{right + 24}" y1="{ly - 7}" x2="{right + 38}" y2="{ly - 7}" stroke="{color}" stroke-width="3"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>")
+        body.append(f'<text x="{right + 44}" y="{ly - 3}" font-size="12.5">{_e(_short(model["name"], 26))}{"" if metric == "throughput" else " " + name}</text>')
+    return _svg(WIDTH, bottom + 52, body, f"served {metric} against concurrency")
+
+
+def _served_section(report: Mapping[str, Any]) -> list[str]:
+    """The served models: how they were measured, the table, the two charts, the models not measured."""
+    served = report.get("served") or {}
+    parts = ["<h2>Served under concurrency (Triton)</h2>"]
+    if served.get("status") == "interrupted":
+        parts.append('<div class="banner"><b>Interrupted</b> (Ctrl-C): the levels below are those measured before it.</div>')
+    if served.get("error"):
+        return parts + [f'<p class="note">Not measured: {_e(served["error"])}</p>']
+    parts.append(f'<p class="note">{_e(served_line(report))}. Latency per request at the client; avg batch = samples per execution in the '
+                 "server's statistics (what dynamic batching merged); server batches = batch size×executions.</p>")
+    models = served.get("models", [])
+    colors = {m["name"]: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    rows = served_rows(report)
+    measured = [r for r in rows if r["measured"]]
+    if measured:
+        parts.append("<table><thead><tr>" + "".join(f'<th class="{"text" if i == 0 else ""}">{_e(c)}</th>' for i, c in enumerate(SERVED_COLUMNS))
+                     + "</tr></thead><tbody>")
+        for row in measured:
+            values = served_cells(row)
+            swatch = f'<span class="swatch" style="background:{colors[row["model"]]}"></span>'
+            parts.append(f"<tr><td>{swatch}{_e(values[0])}</td>" + "".join(f"<td>{_e(v)}</td>" for v in values[1:]) + "</tr>")
+        parts.append("</tbody></table>")
+        shown = [m for m in models if m.get("levels")]
+        parts.append(_figure(served_chart(shown, colors, "throughput"), "Served samples per second (wall clock, all clients) against concurrent clients."))
+        parts.append(_figure(served_chart(shown, colors, "latency"), "Latency per request at the client against concurrent clients: p50 solid, p99 dashed."))
+    missing = [r for r in rows if not r["measured"]]
+    if missing:
+        parts.append('<p class="note">Not measured: ' + "; ".join(f"{_e(r['model'])}: {_e(r['reason'])}" for r in missing) + "</p>")
+    return parts
+
+
 def _figure(svg: Optional[str], caption: str) -> str:
     return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>" if svg else ""
 
@@ -276,7 +349,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     measured = [a for a in artifacts if a.get("measured")]
     batches = (report.get("settings") or {}).get("batches", [])
     parts = [f"<h1>deployres profile · {_e(title(report))}</h1>",
-             f'<p class="sub">{_e(settings_line(report))} · made {_e(report.get("created", ""))} in {report.get("seconds", 0):.0f} s</p>']
+             f'<p class="sub">{_e(settings_line(report) if artifacts else served_line(report))} · made {_e(report.get("created", ""))} in {report.get("seconds", 0):.0f} s</p>']
     if report.get("status") == "interrupted":
         parts.append('<div class="banner"><b>Interrupted</b> (Ctrl-C): this report covers what was measured before it.</div>')
 
@@ -292,8 +365,19 @@ def render_html(report: Mapping[str, Any]) -> str:
         cards.append(f'<div class="card"><div class="k">model cost</div><div class="v">{flops / 1e9:.2f} GFLOP</div><div class="k">per sample</div></div>')
     cards.append(f'<div class="card"><div class="k">measured</div><div class="v">{len(measured)} / {len(artifacts)}</div>'
                  f'<div class="k">reference: {_e(report.get("reference") or "–")}</div></div>')
-    parts.append('<div class="cards">' + "".join(cards) + "</div>")
+    if artifacts:
+        parts.append('<div class="cards">' + "".join(cards) + "</div>")
+        parts += _artifact_sections(report, artifacts, measured, batches, colors)
+    if report.get("served") is not None:
+        parts += _served_section(report)
+    parts.append('<h2>Environment</h2><table><tbody>' + "".join(f'<tr><td>{_e(k)}</td><td class="text">{_e(v)}</td></tr>' for k, v in environment_rows(report)) + "</tbody></table>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>deployres profile · {_e(title(report))}</title><style>{CSS}</style></head><body><main>" + "\n".join(parts) + "</main></body></html>\n")
 
+
+def _artifact_sections(report: Mapping[str, Any], artifacts, measured, batches, colors) -> list[str]:
+    """Summary, latency, throughput, accuracy, layers, load and memory of the artifacts measured in-process."""
+    parts: list[str] = []
     parts.append("<h2>Summary</h2><table><thead><tr>" + "".join(f'<th class="{"text" if i < 3 else ""}">{_e(c)}</th>' for i, c in enumerate(COLUMNS)) + "</tr></thead><tbody>")
     for row in comparison_rows(report):
         values = cells(row)
@@ -347,7 +431,4 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts.append("</tbody></table>")
     parts.append(f'<p class="note">Peak RSS: resident high-water mark while the artifact loaded and first ran (reset per artifact where the kernel allows); '
                  f'the profiling process peaked at {number(report.get("process_peak_rss_mb"), 0)} MiB.</p>')
-
-    parts.append('<h2>Environment</h2><table><tbody>' + "".join(f'<tr><td>{_e(k)}</td><td class="text">{_e(v)}</td></tr>' for k, v in environment_rows(report)) + "</tbody></table>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>deployres profile · {_e(title(report))}</title><style>{CSS}</style></head><body><main>" + "\n".join(parts) + "</main></body></html>\n")
+    return parts

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from deploy_res.reports.common import COLUMNS, cells, comparison_rows, environment_rows, ms, number, settings_line, title
+from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells,
+                                       served_line, served_rows, settings_line, title)
 
 TOP_N = 5
 
@@ -20,12 +21,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out = [f"## deployres profile: {title(report)}", ""]
     if report.get("status") == "interrupted":
         out += ["> **Interrupted** (Ctrl-C): the numbers below cover what was measured before it.", ""]
-    out += [settings_line(report) + f". Reference for ratios: **{report.get('reference') or '–'}** (speedup = its p50 / this p50).", ""]
     rows = comparison_rows(report)
-    out += _table(COLUMNS, [cells(r) for r in rows]) + [""]
+    if report.get("artifacts"):
+        out += [settings_line(report) + f". Reference for ratios: **{report.get('reference') or '–'}** (speedup = its p50 / this p50).", ""]
+        out += _table(COLUMNS, [cells(r) for r in rows]) + [""]
     missing = [r for r in rows if not r["measured"]]
     if missing:
         out += ["**Not measured**", ""] + [f"- `{r['artifact']}`: {r['reason']}" for r in missing] + [""]
+    if report.get("served") is not None:
+        out += served_markdown(report)
 
     layered = [a for a in report.get("artifacts", []) if a.get("layers") and a["layers"].get("batches")]
     if layered:
@@ -54,7 +58,28 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         body.append([art["label"], number(art.get("load_seconds"), 2), number(mem.get("load_peak_rss_mb"), 0),
                      number((mem.get("rss_after_load_mb") or 0) - (mem.get("rss_before_mb") or 0), 0) if mem else "–",
                      number(flops / 1e9, 2) if flops else "–"])
-    out += ["### Load, memory and FLOPs", ""]
-    out += _table(["artifact", "load s", "peak RSS MiB", "RSS growth MiB", "GFLOP/sample"], body) + [""]
+    if body:
+        out += ["### Load, memory and FLOPs", ""]
+        out += _table(["artifact", "load s", "peak RSS MiB", "RSS growth MiB", "GFLOP/sample"], body) + [""]
     out += ["<details><summary>Environment</summary>", ""] + _table(["", ""], environment_rows(report)) + ["", "</details>", ""]
     return "\n".join(out)
+
+
+def served_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The served-model section: one row per model and concurrency level, then the models not measured."""
+    served = report.get("served") or {}
+    out = ["### Served (Triton, under concurrency)", ""]
+    if served.get("status") == "interrupted":
+        out += ["> **Interrupted** (Ctrl-C): the levels below are those measured before it.", ""]
+    if served.get("error"):
+        return out + [f"Not measured: {served['error']}", ""]
+    out += [served_line(report) + ". Latency is per request at the client; avg batch = samples per execution "
+            "in the server's statistics (what dynamic batching merged); server batches = batch size×executions.", ""]
+    rows = served_rows(report)
+    measured = [r for r in rows if r["measured"]]
+    if measured:
+        out += _table(SERVED_COLUMNS, [served_cells(r) for r in measured]) + [""]
+    missing = [r for r in rows if not r["measured"]]
+    if missing:
+        out += ["**Served models not measured**", ""] + [f"- `{r['model']}`: {r['reason']}" for r in missing] + [""]
+    return out

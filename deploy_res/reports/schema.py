@@ -47,6 +47,29 @@ field                                       meaning
 ``  .validation``                           null, or {precision, metrics, top1_agreement, passed} from the
                                             validation results matched to this artifact
 ``validation``                              the validation results as given
+``served``                                  only with ``deployres profile --server``: models on a Triton
+                                            server under load (:mod:`deploy_res.profiling.served`):
+``  .status``, ``.error``                   ``complete`` | ``interrupted``; why the server could not be
+                                            measured (null when it was)
+``  .tool``                                 the load generator (``tritonclient closed loop ...``)
+``  .server``                               ``mode``, ``repository`` (started here) or null, ``url``,
+                                            ``protocol`` (http | grpc), ``name``, ``version``,
+                                            ``ready_seconds``, ``pid``, ``exit_code`` (after the stop by PID)
+``  .settings``                             ``concurrency`` (levels), ``seconds_per_level``, ``warmup_s``,
+                                            ``request_batch`` (samples per request), ``loop``
+``  .models[]``                             ``name``, ``measured``, ``error``, ``backend``, ``max_batch_size``,
+                                            ``dynamic_batching``, ``max_queue_delay_us``, ``instances``,
+                                            ``instance_kind``, ``inputs`` {name: {shape, dtype}}, ``engine``
+                                            (from ``deployres.lineage.json``: path, backend, precision,
+                                            sha256, served_as) or null, ``request_batch``,
+``  .models[].levels[]``                    one per concurrency: ``concurrency``, ``requests``, ``errors``,
+                                            ``first_error``, ``seconds``, ``requests_per_s``, ``throughput``
+                                            (samples/s, wall clock), ``iterations``, ``mean_ms``, ``std_ms``,
+                                            ``min_ms``, ``p50_ms``, ``p90_ms``, ``p95_ms``, ``p99_ms``,
+                                            ``max_ms`` (null when no request was answered), ``server``
+                                            {``inferences``, ``executions``, ``samples_per_execution``
+                                            (average batch the server ran), ``batch_sizes[]``
+                                            {batch_size, executions}} from Triton's statistics
 ==========================================  ==========================================================
 
 :data:`SCHEMA` states the same as JSON Schema (draft 2020-12); :func:`validate`
@@ -116,6 +139,39 @@ ARTIFACT_SCHEMA = {
     },
 }
 
+SERVED_LEVEL_SCHEMA = {
+    "type": "object",
+    "required": ["concurrency", "requests", "errors", "seconds", "requests_per_s", "throughput", "p50_ms", "p99_ms", "server"],
+    "properties": {
+        "concurrency": {"type": "integer", "minimum": 1}, "requests": {"type": "integer", "minimum": 0},
+        "errors": {"type": "integer", "minimum": 0}, "first_error": _STR_OR_NULL, "seconds": _NUM,
+        "requests_per_s": _NUM, "throughput": _NUM, "iterations": {"type": ["integer", "null"]},
+        **{k: _NUM_OR_NULL for k in ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")},
+        "server": {"type": "object", "required": ["inferences", "executions", "samples_per_execution", "batch_sizes"], "properties": {
+            "inferences": {"type": "integer"}, "executions": {"type": "integer"}, "samples_per_execution": _NUM_OR_NULL,
+            "batch_sizes": {"type": "array", "items": {"type": "object", "required": ["batch_size", "executions"], "properties": {
+                "batch_size": {"type": "integer", "minimum": 1}, "executions": {"type": "integer", "minimum": 1}}}}}},
+    },
+}
+
+SERVED_SCHEMA = {
+    "type": "object",
+    "required": ["status", "models"],
+    "properties": {
+        "status": {"enum": ["complete", "interrupted"]}, "error": _STR_OR_NULL, "tool": {"type": "string"},
+        "server": {"type": "object", "properties": {"repository": _STR_OR_NULL, "url": _STR_OR_NULL,
+                                                    "protocol": {"enum": ["http", "grpc"]}, "version": _STR_OR_NULL}},
+        "settings": {"type": "object", "required": ["concurrency", "seconds_per_level", "request_batch"], "properties": {
+            "concurrency": {"type": "array", "items": {"type": "integer", "minimum": 1}}, "seconds_per_level": _NUM,
+            "warmup_s": _NUM, "request_batch": {"type": "integer", "minimum": 1}}},
+        "models": {"type": "array", "items": {"type": "object", "required": ["name", "measured", "error", "levels"], "properties": {
+            "name": {"type": "string"}, "measured": {"type": "boolean"}, "error": _STR_OR_NULL, "backend": _STR_OR_NULL,
+            "max_batch_size": {"type": "integer", "minimum": 0}, "max_queue_delay_us": {"type": ["integer", "null"]},
+            "instances": {"type": ["integer", "null"]}, "engine": {"type": ["object", "null"]},
+            "levels": {"type": "array", "items": SERVED_LEVEL_SCHEMA}}}},
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://deployres.invalid/schemas/profile-1.json",
@@ -140,6 +196,7 @@ SCHEMA: dict[str, Any] = {
         "process_peak_rss_mb": _NUM,
         "artifacts": {"type": "array", "items": ARTIFACT_SCHEMA},
         "validation": {"type": "array"},
+        "served": SERVED_SCHEMA,
         "report_paths": {"type": "object"},
     },
 }
