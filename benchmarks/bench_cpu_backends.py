@@ -69,7 +69,7 @@ def isa_name() -> str:
 def build(folder: Path, calib_samples: int, threads: int) -> dict[str, Path]:
     """Every engine of the table (reused when already in ``folder``)."""
     from deploy_res.build import build_engine
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.engines.openvino import missing_bf16_isa
     from deploy_res.export import export

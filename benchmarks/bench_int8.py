@@ -66,7 +66,7 @@ def build(folder: Path) -> dict[str, Path]:
     import onnx
     import torch
 
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import create_model, get_spec
     from deploy_res.models.bn_recalibration import recalibrate_batchnorm
     from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate

@@ -65,7 +65,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from deploy_res.build import build_engine
-    from deploy_res.data import _save, random_crops
+    from deploy_res.data.photos import _save, random_crops
     from deploy_res.export import export
     from deploy_res.infer import infer
     from deploy_res.scale.ray_data import ray_session
@@ -83,7 +83,7 @@ def main() -> None:
 
         # The parts, timed alone: decode + preprocess, and the engine on decoded batches (1 thread, and ORT's default).
         from deploy_res.core.artifacts import read_manifest
-        from deploy_res.data import list_images
+        from deploy_res.data.images import list_images
         from deploy_res.infer import InferWorker
         from deploy_res.models import Preprocessing
         from deploy_res.scale.work import load_batch, plan_batches

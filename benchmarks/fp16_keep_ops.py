@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy_res.data import sample_inputs  # noqa: E402
+from deploy_res.data.photos import sample_inputs  # noqa: E402
 from deploy_res.models import create_model, get_spec  # noqa: E402
 from deploy_res.models.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from deploy_res.engines.precision.fp16 import convert_fp16  # noqa: E402

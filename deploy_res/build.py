@@ -103,7 +103,7 @@ def _prepared_graph(source: Path, target: str, folder: Path, quiet_status, notes
 
 
 def _load_calibration(calib_data: Path, manifest: dict, samples: int, skip_bad: bool, preprocessing: Optional[Preprocessing], model: onnx.ModelProto):
-    from deploy_res.data import load_inputs
+    from deploy_res.data.inputs import load_inputs
 
     pre = preprocessing or (Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None)
     if pre is None and Path(calib_data).is_dir():
@@ -165,7 +165,7 @@ def build_engine(
     if precision == "int8":  # checked before any work starts
         if calib_data is None:
             raise DeployResError("--int8 needs --calib-data DIR|FILE.npy|FILE.npz of real inputs (`deployres sample-photos DIR` writes real photos)")
-        from deploy_res.data import check_source
+        from deploy_res.data.inputs import check_source
 
         check_source(calib_data, None if skip_bad else calib_samples, what="calibration data")
     if fp16_keep_op_types:

@@ -32,7 +32,7 @@ def bn_recalibrated_checkpoint(model: str, output_dir: str | Path, samples: int 
                                input_size: Optional[tuple[int, int, int]] = None, residual_gain: Optional[float] = RESIDUAL_GAIN) -> Path:
     """Write ``<output_dir>/<model>.bn-photos.pth``: the zoo model with BN statistics from real photos,
     cropped at ``input_size`` (default: the zoo's) -- the size the model will run at."""
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.loading import load_model
     from deploy_res.models.bn_recalibration import recalibrate_batchnorm, shrink_residual_gains
 

@@ -1,7 +1,7 @@
 """``infer``: score a collection of images with a built engine, into a Parquet file.
 
 Every image goes through the engine with the preprocessing its manifest
-records (:func:`deploy_res.data.preprocess_image`), in batches of ``batch``
+records (:func:`deploy_res.data.preprocess.preprocess_image`), in batches of ``batch``
 images in the loader's order (:mod:`deploy_res.scale.work`). One row per
 image, in that order:
 
@@ -144,7 +144,7 @@ def infer(
     """Predict the ``top_k`` classes of every image in ``data``; write them to ``output`` (Parquet).
 
     ``data``: a folder (class sub-folders give labels), a glob pattern, or a
-    ``.parquet`` list with a ``path`` column (:func:`deploy_res.data.list_images`).
+    ``.parquet`` list with a ``path`` column (:func:`deploy_res.data.images.list_images`).
     Defaults: top 5; batches of the manifest's optimal batch size (else 8);
     an undecodable image is an error naming it unless ``skip_bad``; an engine
     that failed validation is refused unless ``force``; in this process
@@ -157,7 +157,7 @@ def infer(
         import pyarrow.parquet as pq
     except ImportError:
         raise DeployResError("infer writes Parquet and needs pyarrow: pip install 'deployres[ray]' (or pyarrow)") from None
-    from deploy_res.data import list_images
+    from deploy_res.data.images import list_images
     from deploy_res.scale.work import load_batch, plan_batches
 
     engine, output = Path(engine), Path(output)

@@ -78,7 +78,8 @@ def run_pipeline(
     """
     from deploy_res.build import build_engine
     from deploy_res.engines import backend_of
-    from deploy_res.data import check_source, sample_inputs, write_random_crops
+    from deploy_res.data.inputs import check_source
+    from deploy_res.data.photos import sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import export
     from deploy_res.exporters.torch_export import check_input_shape

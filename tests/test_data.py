@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy_res.data import (
-    load_array_file,
-    load_image_folder,
-    load_inputs,
-    load_labelled_folder,
-    preprocess_array,
-    random_crops,
-    sample_inputs,
-    sample_photo,
-    sample_photo_names,
-    write_random_crops,
-    write_sample_photos,
-)
+from deploy_res.data.images import load_image_folder, load_labelled_folder
+from deploy_res.data.inputs import load_array_file, load_inputs
+from deploy_res.data.photos import random_crops, sample_inputs, sample_photo, sample_photo_names, write_random_crops, write_sample_photos
+from deploy_res.data.preprocess import preprocess_array
 from deploy_res.core.errors import DeployResError
 from deploy_res.models.registry import Preprocessing
 

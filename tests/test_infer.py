@@ -15,7 +15,7 @@ from scale_helpers import photo_folder, tiny_engine
 from deploy_res.cli import cli
 from deploy_res.core.artifacts import file_record
 from deploy_res.core.errors import DeployResError
-from deploy_res.data import load_inputs
+from deploy_res.data.inputs import load_inputs
 from deploy_res.engines import load_engine
 from deploy_res.infer import infer, top_k
 from deploy_res.models import Preprocessing

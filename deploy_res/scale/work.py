@@ -1,7 +1,7 @@
 """Units of work shared by the in-process loop and the Ray Data pipeline.
 
 The inputs are cut into numbered batches of ``batch`` samples, in the order
-the data loaders read them (:func:`deploy_res.data.list_images`). A batch is
+the data loaders read them (:func:`deploy_res.data.images.list_images`). A batch is
 the unit everywhere: the in-process loop runs the batches in order, Ray Data
 ships each batch as one row to one actor. Each sample therefore meets the
 engine (and the reference) in the same batch, with the same neighbours, in
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.data import ImageList, decode_images
+from deploy_res.data.images import ImageList, decode_images
 from deploy_res.models import Preprocessing
 
 

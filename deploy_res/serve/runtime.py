@@ -74,11 +74,11 @@ def run_batched(runner, requests: Sequence[Mapping[str, np.ndarray]]) -> list[di
 
 def decode_images(blobs: Sequence[bytes], preprocessing: Mapping[str, Any]) -> np.ndarray:
     """Encoded images (JPEG, PNG, ...) -> float32 (N, C, H, W) with the manifest's preprocessing
-    (deployres' own :func:`deploy_res.data.preprocess_image`: resize, centre crop, mean/std)."""
+    (deployres' own :func:`deploy_res.data.preprocess.preprocess_image`: resize, centre crop, mean/std)."""
     from PIL import Image
 
     from deploy_res.core.errors import DeployResError
-    from deploy_res.data import preprocess_image
+    from deploy_res.data.preprocess import preprocess_image
     from deploy_res.models.registry import Preprocessing
 
     pre = Preprocessing.from_dict(dict(preprocessing))

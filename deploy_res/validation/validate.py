@@ -32,7 +32,8 @@ def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch:
     if data is None:
         arrays = seeded_array((samples, *input_shape), np.float32, np.random.default_rng(seed))
         return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
-    from deploy_res.data import is_image_source, list_images, load_inputs
+    from deploy_res.data.images import is_image_source, list_images
+    from deploy_res.data.inputs import load_inputs
 
     pre = Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None
     if is_image_source(data):

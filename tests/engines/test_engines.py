@@ -113,7 +113,7 @@ def test_int8_without_calibration_data(exported):
 
 @pytest.fixture(scope="module")
 def calib_npy(exported, tmp_path_factory):
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import Preprocessing
 
     path = tmp_path_factory.mktemp("calib") / "calib.npy"

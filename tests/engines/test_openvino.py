@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(exported):
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import Preprocessing
 
     return sample_inputs(24, Preprocessing.from_dict(exported.manifest["preprocessing"]), seed=7).astype(np.float32)
@@ -115,7 +115,7 @@ def test_bf16_refused_where_it_cannot_run(exported, tmp_path):
 
 @pytest.fixture(scope="module")
 def calib_npy(exported, tmp_path_factory):
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import Preprocessing
 
     path = tmp_path_factory.mktemp("ov_calib") / "calib.npy"

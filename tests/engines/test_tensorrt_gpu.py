@@ -21,7 +21,7 @@ INT8_COSINE = 0.99
 
 @pytest.fixture(scope="module")
 def calib_folder(tmp_path_factory):
-    from deploy_res.data import write_random_crops
+    from deploy_res.data.photos import write_random_crops
 
     folder = tmp_path_factory.mktemp("calib")
     write_random_crops(folder, 64, seed=0)
@@ -32,7 +32,7 @@ def calib_folder(tmp_path_factory):
 def eval_inputs(tmp_path_factory):
     import numpy as np
 
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import get_spec
 
     path = tmp_path_factory.mktemp("eval") / "eval.npy"

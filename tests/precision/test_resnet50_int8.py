@@ -45,7 +45,7 @@ VARIANTS = {"torchvision init": (None, 0.98), "residual gain 0.25": (0.25, 0.99)
 
 @pytest.fixture(scope="module")
 def crops():
-    from deploy_res.data import sample_inputs
+    from deploy_res.data.photos import sample_inputs
     from deploy_res.models import get_spec
 
     pre = get_spec("resnet50").preprocessing

@@ -9,7 +9,8 @@ import pytest
 from scale_helpers import photo_folder
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.data import list_images, load_inputs
+from deploy_res.data.images import list_images
+from deploy_res.data.inputs import load_inputs
 from deploy_res.models import Preprocessing
 from deploy_res.scale.work import load_batch, plan_batches
 

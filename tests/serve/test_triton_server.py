@@ -126,7 +126,8 @@ def test_dynamic_batching_merges_concurrent_requests(server, runner):
 def test_ensemble_classifies_a_jpeg(server, runner, served_engine):
     from PIL import Image
 
-    from deploy_res.data import preprocess_image, sample_photo, sample_photo_names
+    from deploy_res.data.photos import sample_photo, sample_photo_names
+    from deploy_res.data.preprocess import preprocess_image
     from deploy_res.models.registry import Preprocessing
 
     photo = sample_photo(sample_photo_names()[0])[:200, :300]  # a real photo, not square: resize and crop both act

@@ -18,7 +18,7 @@ def tiny_engine(folder: Path) -> Path:
 
 def photo_folder(folder: Path, count: int, classes: int = 0, seed: int = 0, size: int = 80) -> Path:
     """``count`` JPEG crops of scikit-image's photos; spread round-robin over ``classes`` sub-folders when > 0."""
-    from deploy_res.data import random_crops, _save
+    from deploy_res.data.photos import random_crops, _save
 
     folder.mkdir(parents=True, exist_ok=True)
     for index, crop in enumerate(random_crops(count, seed=seed, size=size)):

@@ -23,7 +23,7 @@ from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 
 @pytest.fixture(scope="module")
 def int8_build(tmp_path_factory):
-    from deploy_res.data import sample_inputs, write_random_crops
+    from deploy_res.data.photos import sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import export
     from deploy_res.models import Preprocessing
