@@ -50,7 +50,7 @@ SCHEMA_VERSION = 2
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_VERSIONED_PACKAGES = ("deployres", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "numpy", "tensorrt")
+_VERSIONED_PACKAGES = ("deployres", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "numpy", "openvino", "tensorrt", "ray", "tritonclient")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
