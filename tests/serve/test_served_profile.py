@@ -141,3 +141,33 @@ def test_cli_server_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--server" in result.output
     result = CliRunner().invoke(cli, ["profile", "--server", "127.0.0.1:1", "--concurrency", "0,2"])
     assert result.exit_code == 2 and "positive concurrency levels" in result.output
+
+
+def test_reports_render_a_failed_level_and_a_server_that_could_not_start(tmp_path):
+    """No server needed: a level where every request failed, a model not measured, and a served section with only an error."""
+    from deploy_res.profiling import build_report
+    from deploy_res.reports import rich_served_table, write_reports
+
+    failed = {"concurrency": 2, "requests": 0, "errors": 5, "first_error": "connection refused", "seconds": 1.0, "requests_per_s": 0.0,
+              "throughput": 0.0, **{k: None for k in ("iterations", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")},
+              "server": {"inferences": 0, "executions": 0, "samples_per_execution": None, "batch_sizes": []}}
+    ok = {**failed, "concurrency": 1, "requests": 10, "errors": 0, "first_error": None, "requests_per_s": 10.0, "throughput": 10.0,
+          "iterations": 10, "mean_ms": 9.0, "std_ms": 1.0, "min_ms": 8.0, "p50_ms": 9.0, "p90_ms": 10.0, "p95_ms": 10.5, "p99_ms": 11.0,
+          "max_ms": 11.0, "server": {"inferences": 10, "executions": 10, "samples_per_execution": 1.0, "batch_sizes": [{"batch_size": 1, "executions": 10}]}}
+    served = {"status": "complete", "error": None, "tool": "t", "server": {"repository": "/r", "url": "127.0.0.1:1", "protocol": "http", "version": "2.51.0"},
+              "settings": {"concurrency": [1, 2], "seconds_per_level": 1.0, "warmup_s": 0.0, "request_batch": 1},
+              "models": [{"name": "m", "measured": True, "error": None, "levels": [ok, failed]},
+                         {"name": "m_ensemble", "measured": False, "error": "input IMAGE has variable dims [-1, -1]", "levels": []}]}
+    for section in (served, {"status": "complete", "error": "tritonserver exited with code 1 before it was ready", "models": []}):
+        report = build_report([], {}, batches=(1,), warmup_s=0, duration_s=1.0, iterations=None, threads=None, torch_modes=(),
+                              layer_iterations=0, status="complete")
+        report["served"] = section
+        assert validate(report) == []
+        paths = write_reports(report, tmp_path / str(len(section["models"])))
+        markdown, html = paths["markdown"].read_text(), paths["html"].read_text()
+        rich_served_table(report)
+        if section["error"]:
+            assert "Not measured: tritonserver exited" in markdown and "Not measured: tritonserver exited" in html
+        else:
+            assert "| m | 2 | 0.0 | 0.0 | – | – | – | – | – | 5 |" in markdown and "`m_ensemble`: input IMAGE" in markdown
+            assert html.count("<svg") == 2 and "m_ensemble: input IMAGE" in html
