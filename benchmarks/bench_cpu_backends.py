@@ -108,7 +108,7 @@ def anchors(folder: Path, paths: dict[str, Path], calib: Path, threads: int) -> 
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
-    from deploy_res.core.artifacts import read_manifest
+    from deploy_res.core.manifest import read_manifest
     from deploy_res.engines.precision.calibration import calibrate
     from deploy_res.engines.precision.qdq import emit_qdq
 
@@ -141,7 +141,7 @@ def anchors(folder: Path, paths: dict[str, Path], calib: Path, threads: int) -> 
 
 def load(label: str, path: Path, threads: int, manifest_source: Path):
     """A runner for ``label``: deployres engines through load_engine; anchors through the backend asked for."""
-    from deploy_res.core.artifacts import read_manifest
+    from deploy_res.core.manifest import read_manifest
     from deploy_res.engines import load_engine
 
     if label == "torch":

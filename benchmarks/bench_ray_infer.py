@@ -82,7 +82,7 @@ def main() -> None:
         print(f"{args.model} {size}, {args.images} JPEG crops of {size[1] + 8}px, batch {args.batch}, {_cpu_name()}, {os.cpu_count()} CPUs visible")
 
         # The parts, timed alone: decode + preprocess, and the engine on decoded batches (1 thread, and ORT's default).
-        from deploy_res.core.artifacts import read_manifest
+        from deploy_res.core.manifest import read_manifest
         from deploy_res.data.images import list_images
         from deploy_res.infer import InferWorker
         from deploy_res.models import Preprocessing

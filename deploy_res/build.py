@@ -29,8 +29,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import onnx
 
-from deploy_res.core.artifacts import (Manifest, ensure_output_dir, file_record, lineage, manifest_path, matches_record, read_manifest,
-                                     verify_record, write_artifact)
+from deploy_res.core.files import ensure_output_dir, file_record, manifest_path, matches_record, verify_record, write_artifact
+from deploy_res.core.manifest import Manifest, lineage, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 from deploy_res.engines import get_backend
@@ -302,7 +302,8 @@ def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> Bui
     """``auto`` on a CPU: build with every candidate backend, time them side by side, keep the faster engine."""
     import shutil
 
-    from deploy_res.core.artifacts import remove_artifact, write_manifest
+    from deploy_res.core.files import remove_artifact
+    from deploy_res.core.manifest import write_manifest
     from deploy_res.engines import choose
 
     built = {name: build_engine(**{**arguments, "backend": name}) for name in candidates}

@@ -630,7 +630,7 @@ def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, weights, cali
 @pass_ctx
 def sample_photos_command(ctx: Context, folder, count, seed) -> None:
     """Write COUNT real-photo crops (scikit-image's sample photos) into FOLDER, e.g. for --calib-data."""
-    from deploy_res.core.artifacts import ensure_output_dir
+    from deploy_res.core.files import ensure_output_dir
     from deploy_res.data.photos import write_random_crops
 
     paths = write_random_crops(ensure_output_dir(folder), count, seed=seed)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from deploy_res.core.artifacts import atomic_path, ensure_output_dir
+from deploy_res.core.files import atomic_path, ensure_output_dir
 from deploy_res.models import Preprocessing
 
 BN_SAMPLES = 64

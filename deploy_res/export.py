@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy_res.core.artifacts import ensure_output_dir, file_record, write_artifact
+from deploy_res.core.files import ensure_output_dir, file_record, write_artifact
 from deploy_res.core.errors import ValidationFailed
 from deploy_res.loading import load_model
 from deploy_res.models import Preprocessing

@@ -36,7 +36,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import file_record, lineage, read_manifest, write_artifact
+from deploy_res.core.files import file_record, write_artifact
+from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.exporters.optimize import DEFAULT_TARGET, optimize, render_report
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from deploy_res.core.artifacts import ensure_output_dir
+from deploy_res.core.files import ensure_output_dir
 
 CALIB_SEED = 0
 EVAL_SEED = 7

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy_res.core.artifacts import read_manifest, verify_record
+from deploy_res.core.files import verify_record
+from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
 

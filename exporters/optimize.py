@@ -204,7 +204,7 @@ def optimize(
     if target == "tensorrt":
         report["residual_adds"] = find_residual_adds(graph)
     if output_path is not None:
-        from deploy_res.core.artifacts import write_artifact
+        from deploy_res.core.files import write_artifact
 
         # The model and its manifest are placed as one unit (an old pair is replaced whole, or kept).
         with write_artifact(output_path, manifest=write_manifest) as pending:
@@ -222,7 +222,8 @@ def optimize(
 
 def _manifest_body(source: Optional[Path], report: dict[str, Any]) -> dict[str, Any]:
     """The optimise stage's manifest: the source's lineage, the source file, the settings, the report."""
-    from deploy_res.core.artifacts import file_record, lineage, read_manifest
+    from deploy_res.core.files import file_record
+    from deploy_res.core.manifest import lineage, read_manifest
 
     return {
         **lineage(read_manifest(source) if source is not None else None),

@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from scale_helpers import photo_folder, tiny_engine
 
 from deploy_res.cli import cli
-from deploy_res.core.artifacts import file_record
+from deploy_res.core.files import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.data.inputs import load_inputs
 from deploy_res.engines import load_engine
 from deploy_res.infer import infer, top_k
 from deploy_res.models import Preprocessing
-from deploy_res.core.artifacts import read_manifest
+from deploy_res.core.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")

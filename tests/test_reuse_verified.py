@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from graph_builders import conv_bn
 
 from deploy_res.cli import cli
-from deploy_res.core.artifacts import manifest_path, matches_record, read_manifest
+from deploy_res.core.files import manifest_path, matches_record
+from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.precision import calibration
 from deploy_res.engines.precision.calibration import calibrate

@@ -8,7 +8,7 @@ from typing import Union
 
 import onnx
 
-from deploy_res.core.artifacts import atomic_path
+from deploy_res.core.files import atomic_path
 from deploy_res.core.errors import DeployResError
 
 PROTOBUF_LIMIT = 2_000_000_000

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from deploy_res.core.artifacts import precision_of
+from deploy_res.core.manifest import precision_of
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.timing import BLOCK_S, SETTLE_S
 from deploy_res.profiling.measure import (MIN_ITERATIONS, Entry, complexity_of, environment, interleaved, make_feeds,
@@ -80,7 +80,8 @@ def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), wa
     Returns the report (see :mod:`deploy_res.reports.schema` for its schema), with
     ``report_paths`` added when written.
     """
-    from deploy_res.core.artifacts import ensure_output_dir, read_manifest
+    from deploy_res.core.files import ensure_output_dir
+    from deploy_res.core.manifest import read_manifest
 
     artifacts = [Path(a) for a in artifacts]
     if not artifacts and server is None:

@@ -104,7 +104,7 @@ def onnx_scopes(onnx_path: str | Path, depth: int = 4) -> dict[str, str]:
     artifact has none, the ONNX it was made from (manifest ``source`` or
     ``inputs.onnx``) is read instead, up to ``depth`` stages back.
     """
-    from deploy_res.core.artifacts import read_manifest
+    from deploy_res.core.manifest import read_manifest
 
     path: Optional[Path] = Path(onnx_path)
     for _ in range(depth):

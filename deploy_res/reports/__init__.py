@@ -12,7 +12,7 @@ REPORT_FILES = {"json": "profile.json", "markdown": "profile.md", "html": "profi
 
 def write_reports(report: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:
     """Write ``profile.json``, ``profile.md`` and ``profile.html`` into ``output_dir`` (atomically); return their paths."""
-    from deploy_res.core.artifacts import write_bytes_atomic
+    from deploy_res.core.files import write_bytes_atomic
     from deploy_res.reports.html import render_html
     from deploy_res.reports.markdown import render_markdown
     from deploy_res.reports.schema import write_json

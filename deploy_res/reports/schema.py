@@ -235,7 +235,7 @@ def validate(instance: Any, schema: Mapping[str, Any] = SCHEMA, path: str = "$")
 
 def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``report`` as indented JSON, atomically."""
-    from deploy_res.core.artifacts import write_json_atomic
+    from deploy_res.core.files import write_json_atomic
 
     write_json_atomic(path, _finite(report))
     return Path(path)

@@ -65,7 +65,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from deploy_res.core.artifacts import file_record, library_versions, lineage, manifest_path, read_manifest, sha256_file, write_json_atomic
+from deploy_res.core.files import file_record, library_versions, manifest_path, sha256_file, write_json_atomic
+from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import SERVE_CHECK_RTOL, seeded_array
 from deploy_res.serve.pbtxt import Enum, check_schema, parameters, render, string_map

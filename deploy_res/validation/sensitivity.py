@@ -23,7 +23,8 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from deploy_res.core.artifacts import Manifest, read_manifest, verify_record
+from deploy_res.core.files import verify_record
+from deploy_res.core.manifest import Manifest, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import cpu_session
 

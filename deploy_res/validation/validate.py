@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import file_record, precision_of, read_manifest, write_json_atomic
+from deploy_res.core.files import file_record, write_json_atomic
+from deploy_res.core.manifest import precision_of, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array
 from deploy_res.models import Preprocessing

@@ -67,7 +67,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from deploy_res.core.artifacts import library_versions, sha256_file, write_json_atomic
+from deploy_res.core.files import library_versions, sha256_file, write_json_atomic
 from deploy_res.core.errors import DeployResError
 
 METHODS = ("minmax", "entropy", "percentile")

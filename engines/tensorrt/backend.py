@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.artifacts import file_record, write_bytes_atomic
+from deploy_res.core.files import file_record, write_bytes_atomic
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, TensorInfo
 

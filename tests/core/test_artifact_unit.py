@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from deploy_res.core.artifacts import manifest_path, sha256_file, write_artifact, write_hook
+from deploy_res.core.files import manifest_path, sha256_file, write_artifact, write_hook
 from deploy_res.core.errors import DeployResError
 
 
@@ -323,7 +323,7 @@ def test_int8_build_interrupted_at_every_step(tmp_path):
 
 
 def test_remove_artifact_is_whole_or_nothing(tmp_path):
-    from deploy_res.core.artifacts import remove_artifact
+    from deploy_res.core.files import remove_artifact
 
     target = tmp_path / "engine.xml"
 

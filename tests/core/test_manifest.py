@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from deploy_res.core.artifacts import SCHEMA_VERSION, Manifest, file_record, read_manifest, write_manifest
+from deploy_res.core.files import SCHEMA_VERSION, file_record
+from deploy_res.core.manifest import Manifest, read_manifest, write_manifest
 from deploy_res.core.errors import DeployResError
 
 

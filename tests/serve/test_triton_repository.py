@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from deploy_res.cli import cli
-from deploy_res.core.artifacts import sha256_file, write_manifest
+from deploy_res.core.files import sha256_file
+from deploy_res.core.manifest import write_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.serve import triton
 from deploy_res.serve.triton import LINEAGE_FILE, TRITON_TYPES

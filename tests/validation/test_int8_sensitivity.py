@@ -71,7 +71,7 @@ def test_fallback_leaves_the_worst_layers_in_fp32(int8_build, tmp_path):
     built = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", precision="int8", calib_data=exported.onnx_path.parent / "calib",
                          calib_samples=32, fallback_layers=3, quiet=True)
     manifest = onnx.load(str(built.precision_onnx))
-    from deploy_res.core.artifacts import read_manifest
+    from deploy_res.core.manifest import read_manifest
 
     fallback = read_manifest(built.precision_onnx)["fallback"]
     assert len(fallback["fp32_layers"]) == 3 and fallback["latency_cost"] > 0

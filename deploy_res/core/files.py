@@ -1,4 +1,4 @@
-"""Artifacts on disk: atomic writes, hashes, and the JSON manifest beside each file.
+"""Files on disk: atomic writes, hashes, file records, and the artifact+manifest write unit.
 
 Every pipeline stage reads an artifact and writes one, with a manifest
 ``<artifact>.json`` beside it that records what went in (path, sha256), the
@@ -22,6 +22,9 @@ stage that reuses a file checks it against the sha256 its manifest recorded);
 the next write of that artifact removes the hidden staging folder and backups
 such a kill leaves.
 :func:`write_hook` is the seam tests use to interrupt each step.
+
+The :class:`~deploy_res.core.manifest.Manifest` type, reading manifests and their lineage live in
+:mod:`deploy_res.core.manifest`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from deploy_res.core.errors import DeployResError
 
@@ -407,19 +410,6 @@ def verify_record(path: str | os.PathLike, record: Any, what: str, remedy: str) 
     return path
 
 
-def write_manifest(artifact: str | os.PathLike, stage: str, body: dict[str, Any]) -> Path:
-    """Write the manifest of ``artifact`` for pipeline ``stage``; return its path.
-
-    The manifest always holds the schema version, the stage, the artifact's own
-    file record and the library versions; ``body`` adds the stage's inputs,
-    settings and checks. A stage that writes the artifact too uses
-    :func:`write_artifact`, which places both as one unit.
-    """
-    path = manifest_path(artifact)
-    write_json_atomic(path, _manifest_record(Path(artifact), stage, body))
-    return path
-
-
 def _manifest_record(artifact: Path, stage: str, body: dict[str, Any], name_as: Optional[Path] = None) -> dict[str, Any]:
     """The manifest of the file at ``artifact``, naming it ``name_as`` (its final place) when given."""
     record = file_record(artifact)
@@ -428,124 +418,3 @@ def _manifest_record(artifact: Path, stage: str, body: dict[str, Any], name_as: 
     parent = body.get("parent") or body.get("source") or (body.get("inputs") or {}).get("onnx")
     return {"schema_version": SCHEMA_VERSION, "stage": stage, "artifact": record, "versions": library_versions(),
             **({"parent": parent} if isinstance(parent, dict) else {}), **body}
-
-
-class Manifest(dict):
-    """The manifest beside an artifact: the JSON object as written, plus the vocabulary every stage reads.
-
-    It stays a plain ``dict`` (what ``json`` gives, what stages extend), so
-    fields are read as always; the properties below are the one place that
-    knows how each concept is spelled, in this schema version and the older
-    one (version 1 spelled the parent link ``inputs.onnx`` in most stages and
-    ``source`` in engine manifests; version 2 writes ``parent`` in every one).
-    """
-
-    path: Optional[Path] = None
-    """The manifest file this was read from (None when built in memory)."""
-
-    @property
-    def stage(self) -> Optional[str]:
-        return self.get("stage")
-
-    @property
-    def parent(self) -> Optional[dict[str, Any]]:
-        """File record (``path``, ``sha256``, ``bytes``) of the file this artifact was made from, or None (the export)."""
-        record = self.get("parent") or self.get("source") or (self.get("inputs") or {}).get("onnx")
-        return record if isinstance(record, dict) and record.get("path") else None
-
-    def parent_manifest(self) -> Optional["Manifest"]:
-        """The parent's manifest (None at the start of the chain, or where the parent has none)."""
-        parent = self.parent
-        return read_manifest(parent["path"]) if parent and Path(parent["path"]).is_file() else None
-
-    def ancestors(self, limit: int = 16) -> Iterator["Manifest"]:
-        """This manifest, then its parent's, and so on back to the export (at most ``limit``)."""
-        manifest: Optional[Manifest] = self
-        for _ in range(limit):
-            if manifest is None:
-                return
-            yield manifest
-            manifest = manifest.parent_manifest()
-
-    @property
-    def precision(self) -> Optional[str]:
-        """fp32 / bf16 / fp16 / int8 as the stage recorded it (settings, else the engine block); None if unrecorded."""
-        for value in ((self.get("settings") or {}).get("precision"), (self.get("engine") or {}).get("precision")):
-            if value:
-                return str(value)
-        return None
-
-    @property
-    def backend(self) -> Optional[str]:
-        """The engine backend (``onnxruntime``, ``openvino``, ``tensorrt``) of an engine manifest, else None."""
-        return (self.get("engine") or {}).get("backend") or None
-
-    @property
-    def model(self) -> dict[str, Any]:
-        """The PyTorch original: ``source`` (zoo name or module:factory), weights, seed ({} when unknown)."""
-        return self.get("model") or {}
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        return self.get("preprocessing") or {}
-
-    @property
-    def input(self) -> dict[str, Any]:
-        return self.get("input") or {}
-
-    @property
-    def output(self) -> dict[str, Any]:
-        return self.get("output") or {}
-
-    def verify(self, path: str | os.PathLike, remedy: str = "re-run the stage that wrote it") -> Path:
-        """``path`` if it is the very file this manifest records, else a one-line error."""
-        return verify_record(path, self.get("artifact"), self.stage or "artifact", remedy)
-
-
-def read_manifest(artifact: str | os.PathLike, required: bool = False) -> Manifest | None:
-    """Read the manifest beside ``artifact``; ``None`` if absent (an error if ``required``)."""
-    path = manifest_path(artifact)
-    if not path.exists():
-        if required:
-            raise DeployResError(f"no manifest {path.name} beside {artifact}; export the model with `deployres export` or pass the options it would hold")
-        return None
-    try:
-        manifest = Manifest(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise DeployResError(f"manifest {path} is unreadable ({exc}); re-run the stage that wrote it") from None
-    manifest.path = path
-    return manifest
-
-
-def precision_of(artifact: str | os.PathLike, manifest: Optional[Mapping[str, Any]] = None) -> str:
-    """fp32 / bf16 / fp16 / int8: as its manifest recorded it, else from the ONNX itself (Q/DQ nodes, FP16
-    weights) or an engine file's name; fp32 otherwise. A file that is not readable ONNX is a one-line error."""
-    artifact = Path(artifact)
-    manifest = manifest if manifest is not None else read_manifest(artifact) if artifact.is_file() else None
-    precision = manifest.precision if isinstance(manifest, Manifest) else None
-    if precision:
-        return precision
-    if artifact.suffix != ".onnx":  # an engine without a manifest: its name is all there is (resnet50.int8.plan)
-        return next((p for p in ("int8", "fp16", "bf16") if p in artifact.name.lower().split(".")), "fp32")
-    import onnx
-
-    try:
-        model = onnx.load(str(artifact), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
-        from deploy_res.core.onnx_io import first_line
-
-        raise DeployResError(f"cannot read {artifact} as ONNX ({first_line(exc)}); is it an ONNX model or an engine deployres built?") from None
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
-
-
-LINEAGE_KEYS = ("model", "input", "output", "batch_range", "preprocessing")
-"""Manifest fields every later stage carries forward, so any artifact leads back to its PyTorch original."""
-
-
-def lineage(manifest: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields of ``manifest`` that a stage's output inherits (empty when there is none)."""
-    return {key: manifest[key] for key in LINEAGE_KEYS if manifest and key in manifest}
