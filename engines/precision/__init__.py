@@ -9,6 +9,8 @@ precision an engine runs at is written into the ONNX it is built from:
 * :mod:`deploy_res.engines.precision.qdq` -- one set of ranges, two Q/DQ emitters
   (``tensorrt``: symmetric int8, Q/DQ on Conv/Gemm inputs and residual skips;
   ``onnxruntime``: uint8 activations, int8 per-channel weights):
-  :func:`emit_qdq`, and :func:`check_tensorrt_qdq_placement`;
+  :func:`emit_qdq`;
+* :mod:`deploy_res.engines.precision.qdq_check` -- TensorRT's Q/DQ placement rules:
+  :func:`check_tensorrt_qdq_placement`;
 * :mod:`deploy_res.engines.precision.fp16` -- FP16-typed ONNX: :func:`convert_fp16`.
 """

@@ -122,7 +122,7 @@ def calib_npy(exported, tmp_path_factory):
 
 
 def test_tensorrt_onnx_only_int8_obeys_placement_rules(exported, calib_npy, tmp_path):
-    from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement
+    from deploy_res.engines.precision.qdq_check import check_tensorrt_qdq_placement
 
     result = CliRunner().invoke(cli, ["build-engine", str(exported.onnx_path), "--backend", "tensorrt", "--onnx-only", "--int8",
                                       "--calib-data", str(calib_npy), "--calib-samples", "16", "-o", str(tmp_path)])

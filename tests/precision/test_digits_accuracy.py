@@ -13,7 +13,8 @@ import pytest
 
 from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
 from deploy_res.engines.precision.fp16 import convert_fp16
-from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
+from deploy_res.engines.precision.qdq import emit_qdq
+from deploy_res.engines.precision.qdq_check import check_tensorrt_qdq_placement
 from precision_helpers import run_onnx
 
 INT8_POINTS = 1.0

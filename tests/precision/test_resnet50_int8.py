@@ -34,7 +34,8 @@ import onnx
 import pytest
 
 from deploy_res.engines.precision.calibration import DEFAULT_METHOD, calibrate
-from deploy_res.engines.precision.qdq import check_tensorrt_qdq_placement, emit_qdq
+from deploy_res.engines.precision.qdq import emit_qdq
+from deploy_res.engines.precision.qdq_check import check_tensorrt_qdq_placement
 from precision_helpers import EXPORT_KW, mean_cosine, run_onnx
 
 pytestmark = pytest.mark.slow
