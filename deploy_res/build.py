@@ -33,7 +33,7 @@ from deploy_res.core.files import ensure_output_dir, file_record, manifest_path,
 from deploy_res.core.manifest import Manifest, lineage, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.models import Preprocessing
-from deploy_res.engines import get_backend
+from deploy_res.engines import companions, get_backend, missing_bf16_isa, qdq_layout, unavailable
 from deploy_res.engines.base import PRECISIONS
 
 DEFAULT_CALIB_SAMPLES = 128
@@ -262,7 +262,8 @@ def build_engine(
         pending.set_manifest("build-engine", {**common, **built.manifest, "settings": {"precision": precision, "backend": backend_name},
                                               "seconds": round(built.seconds, 2)})
     if backend_name == "openvino":  # the first load compiles into the cache beside the engine; later loads read it
-        engine_backend.load(engine_path).close()
+        with engine_backend.load(engine_path):
+            pass
     result.engine = engine_path
     result.notes += built.notes
     result.artifacts.append(_summary(engine_path, precision, built.seconds))
@@ -271,18 +272,12 @@ def build_engine(
 
 def _qdq_layout(backend: str) -> str:
     """The Q/DQ layout a backend's INT8 engine is built from (OpenVINO runs ONNX Runtime's fastest)."""
-    if backend == "openvino":
-        from deploy_res.engines.openvino.backend import QDQ_LAYOUT
-
-        return QDQ_LAYOUT
-    return backend
+    return qdq_layout(backend)
 
 
 def _cpu_auto() -> bool:
     """Whether ``auto`` means a CPU backend here (no GPU with TensorRT)."""
-    from deploy_res.engines.tensorrt import TensorRTBackend
-
-    return TensorRTBackend().available() is not None
+    return unavailable("tensorrt") is not None
 
 
 def _check_bf16(backend: str, onnx_only: bool, device: str) -> None:
@@ -291,8 +286,6 @@ def _check_bf16(backend: str, onnx_only: bool, device: str) -> None:
         raise DeployResError("--bf16 writes no ONNX of its own (OpenVINO casts the float graph when it compiles); drop --onnx-only")
     if backend in ("onnxruntime", "tensorrt") or device != "cpu":
         raise DeployResError(f"--bf16 runs on OpenVINO on the CPU; use --backend openvino (or auto), not {backend if device == 'cpu' else '--device ' + device}")
-    from deploy_res.engines.openvino import missing_bf16_isa
-
     missing = missing_bf16_isa()
     if missing:
         raise DeployResError(missing)
@@ -321,11 +314,10 @@ def _build_measured(candidates: Sequence[str], arguments: dict[str, Any]) -> Bui
     for name, result in built.items():  # the slower engine is not kept
         if name == winner or result.engine is None:
             continue
-        remove_artifact(result.engine, (result.engine.with_suffix(".bin").name,) if name == "openvino" else ())
-        if name == "openvino":
-            from deploy_res.engines.openvino.backend import cache_dir_of
-
-            shutil.rmtree(cache_dir_of(result.engine), ignore_errors=True)
+        files, folders = companions(result.engine, name)
+        remove_artifact(result.engine, tuple(files))
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
     figures = ", ".join(f"{name} {speeds[name][batch]:.1f}" for name in candidates)
     chosen.notes.append(f"auto: {winner} is faster here at batch {batch} ({figures} images/s, timed side by side)")
     small = min(batches)

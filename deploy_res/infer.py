@@ -58,7 +58,7 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class InferWorker:
-    """One engine session: ``worker(arrays, labels, names)`` -> that batch's prediction columns."""
+    """One engine session: ``worker(arrays, labels, names)`` -> that batch's prediction columns; leaving ``with`` closes it."""
 
     def __init__(self, engine: str, top_k: int = DEFAULT_TOP_K, threads: Optional[int] = None) -> None:
         from deploy_res.engines import backend_of, load_engine
@@ -78,6 +78,12 @@ class InferWorker:
 
     def close(self) -> None:
         self.runner.close()
+
+    def __enter__(self) -> "InferWorker":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def validation_status(engine: Path) -> Optional[dict[str, Any]]:
@@ -223,13 +229,10 @@ def infer(
                             emit(result, batch_skipped, len(batches[following]))
                             following += 1
             else:
-                worker = InferWorker(str(engine), top_k)
-                try:
+                with InferWorker(str(engine), top_k) as worker:
                     for work in batches:
                         arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
                         emit(worker(arrays, labels, names) if arrays is not None else None, batch_skipped, len(work))
-                finally:
-                    worker.close()
         finally:
             writer.close()
         predicted = total - len(skipped)

@@ -113,7 +113,7 @@ def run_pipeline(
     np.save(eval_path, sample_inputs(eval_samples, pre, seed=EVAL_SEED))
 
     if "bf16" in precisions:
-        from deploy_res.engines.openvino import missing_bf16_isa
+        from deploy_res.engines import missing_bf16_isa
 
         missing = missing_bf16_isa()
         if missing:  # one line, and the other engines still get built

@@ -5,17 +5,24 @@ else ONNX Runtime on the CPU; the build stage refines ``auto`` on a CPU by
 measurement between ONNX Runtime and OpenVINO (:mod:`deploy_res.engines.choose`).
 Asking for ``tensorrt`` where it cannot run fails at once with the reason and
 what to use instead.
+
+Modules above ``engines/`` reach the backends only through the functions
+here: :func:`load_engine` (``with load_engine(path) as runner:``),
+:func:`get_backend`, :func:`backend_of`, :func:`unavailable`, and the few
+backend facts other stages need (:func:`cpu_fingerprint`,
+:func:`missing_bf16_isa`, :func:`qdq_layout`, :func:`companions`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from deploy_res.core.files import verify_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.base import PRECISIONS, Backend, BuildResult, Runner, TensorInfo
+from deploy_res.engines.base import (PRECISIONS, Backend, BuildResult, LayerCounters, LayerProfilerHost, Runner, RunnerBase, TensorInfo,
+                                     TraceProfiler)
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "openvino": ".ov.xml", "tensorrt": ".plan"}
@@ -50,6 +57,19 @@ def get_backend(name: str = "auto") -> Backend:
     raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def unavailable(name: str) -> Optional[str]:
+    """``None`` if backend ``name`` can build and run here, else the one-line reason it cannot (nothing raised)."""
+    if name == "onnxruntime":
+        from deploy_res.engines.onnxruntime import OnnxRuntimeBackend as cls
+    elif name == "openvino":
+        from deploy_res.engines.openvino import OpenVINOBackend as cls
+    elif name == "tensorrt":
+        from deploy_res.engines.tensorrt import TensorRTBackend as cls
+    else:
+        raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return cls().available()
+
+
 def backend_of(artifact: str | Path) -> str:
     """Which backend runs ``artifact``: from its manifest, else from its suffix (.plan -> tensorrt)."""
     manifest = read_manifest(artifact)
@@ -62,6 +82,10 @@ def backend_of(artifact: str | Path) -> str:
 
 def load_engine(artifact: str | Path, **options: Any) -> Runner:
     """Load any artifact the pipeline writes (ONNX file, ONNX Runtime engine, OpenVINO IR, TensorRT plan) into a runner.
+
+    Use it as ``with load_engine(path) as runner:`` (the runner closes on
+    leaving the block, also on an error). ``options`` go to the backend's
+    ``load`` (its ``OPTIONS``; ``threads`` and ``device`` are taken by all).
 
     An engine (an artifact with a ``build-engine`` manifest) must match the sha256 its manifest recorded, else
     a one-line error naming it: the manifest's CPU, source and lineage would describe another file.
@@ -76,4 +100,39 @@ def load_engine(artifact: str | Path, **options: Any) -> Runner:
     return get_backend(name).load(artifact, **options)
 
 
-__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "PRECISIONS", "Backend", "BuildResult", "Runner", "TensorInfo", "backend_of", "get_backend", "load_engine"]
+def cpu_fingerprint() -> dict[str, Any]:
+    """This CPU as a CPU engine depends on it: architecture, model name, vector-ISA flags."""
+    from deploy_res.engines.onnxruntime.backend import cpu_fingerprint as fingerprint
+
+    return fingerprint()
+
+
+def missing_bf16_isa(fingerprint: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """``None`` if this CPU (or the one ``fingerprint`` describes) runs BF16 natively, else the one line saying why not."""
+    from deploy_res.engines.openvino.backend import missing_bf16_isa as missing
+
+    return missing(fingerprint)
+
+
+def qdq_layout(backend: str) -> str:
+    """The Q/DQ layout (:func:`deploy_res.engines.precision.qdq.emit_qdq` target) ``backend``'s INT8 engines are built from."""
+    if backend == "openvino":
+        from deploy_res.engines.openvino.backend import QDQ_LAYOUT
+
+        return QDQ_LAYOUT
+    return backend
+
+
+def companions(engine_path: str | Path, backend: str) -> tuple[list[str], list[Path]]:
+    """``(file names, folders)`` beside ``engine_path`` that belong to it (OpenVINO: the ``.bin`` weights and the compiled-model cache)."""
+    engine_path = Path(engine_path)
+    if backend != "openvino":
+        return [], []
+    from deploy_res.engines.openvino.backend import cache_dir_of
+
+    return [engine_path.with_suffix(".bin").name], [cache_dir_of(engine_path)]
+
+
+__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "PRECISIONS", "Backend", "BuildResult", "LayerCounters", "LayerProfilerHost", "Runner", "RunnerBase",
+           "TensorInfo", "TraceProfiler", "backend_of", "companions", "cpu_fingerprint", "get_backend", "load_engine", "missing_bf16_isa",
+           "qdq_layout", "unavailable"]

@@ -22,6 +22,7 @@ see README, "OpenVINO on the CPU".
 from __future__ import annotations
 
 import statistics
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -42,9 +43,9 @@ def cpu_candidates(precision: str) -> tuple[str, ...]:
         return ("openvino",)
     if precision == "fp16":
         return ("onnxruntime",)
-    from deploy_res.engines.openvino import OpenVINOBackend
+    from deploy_res.engines import unavailable
 
-    if OpenVINOBackend().available() is not None:
+    if unavailable("openvino") is not None:
         return ("onnxruntime",)
     return ("onnxruntime", "openvino")
 
@@ -64,8 +65,8 @@ def measure(engines: Mapping[str, Path], batches: Sequence[int] = BATCHES, threa
     from deploy_res.core.timing import interleave
     from deploy_res.engines import load_engine
 
-    runners = {name: load_engine(path, threads=threads) for name, path in engines.items()}
-    try:
+    with ExitStack() as loaded:  # every runner loaded so far is closed on the way out, also on an error
+        runners = {name: loaded.enter_context(load_engine(path, threads=threads)) for name, path in engines.items()}
         result: dict[str, dict[int, float]] = {name: {} for name in runners}
         for batch in batches:
             feeds = {name: _feeds(runner, batch) for name, runner in runners.items()}
@@ -73,9 +74,6 @@ def measure(engines: Mapping[str, Path], batches: Sequence[int] = BATCHES, threa
             times = interleave(runs, iterations=iterations, warmup=2, block_s=BLOCK_S)
             for name, ms in times.items():
                 result[name][batch] = round(batch * 1000 / statistics.median(ms), 2)
-    finally:
-        for runner in runners.values():
-            runner.close()
     return result
 
 

@@ -216,9 +216,9 @@ def _load_engine(path: Path, threads: Optional[int]):
     if backend in ("onnxruntime", "openvino"):
         return load_engine(path, threads=threads)
     if backend == "tensorrt":
-        from deploy_res.engines.tensorrt import TensorRTBackend
+        from deploy_res.engines import unavailable
 
-        reason = TensorRTBackend().available()
+        reason = unavailable("tensorrt")
         if reason:
             raise DeployResError(f"TensorRT cannot run here: {reason}; profile this plan on a machine with an NVIDIA GPU and TensorRT")
     return load_engine(path)
@@ -250,9 +250,9 @@ def _load(entry: Entry, loader: Callable[[], Any], batches: Sequence[int]) -> No
         entry.error = _first_line(exc)
         return
     entry.info["load_seconds"] = time.perf_counter() - start
-    entry.info["backend"] = getattr(entry.runner, "backend", None)
-    entry.info["device"] = getattr(entry.runner, "device", None)
-    entry.info["notes"] = list(getattr(entry.runner, "notes", []) or [])
+    entry.info["backend"] = entry.runner.backend
+    entry.info["device"] = entry.runner.device
+    entry.info["notes"] = list(entry.runner.notes)
     entry.info["first_run_ms"], entry.info["skipped_batches"] = {}, {}
     for batch in batches:
         try:
@@ -292,22 +292,16 @@ def _profile_layers(entry: Entry, batches: Sequence[int], iterations: int, threa
         elif backend == "tensorrt" and entry.path:
             from deploy_res.profiling.layers import profile_trt_layers
 
-            runner = _load_engine(Path(entry.path), threads)
-            try:
+            with _load_engine(Path(entry.path), threads) as runner:
                 per_batch = profile_trt_layers(runner, {b: entry.feeds[b] for b in measured}, iterations)
-            finally:
-                runner.close()
             entry.info["layers"] = {"source": "tensorrt IProfiler", "note": LAYER_NOTE_TRT, "trace": None,
                                     "batches": [{"batch": b, **per_batch[b]} for b in measured if b in per_batch]}
         elif backend == "openvino" and entry.path:
             from deploy_res.engines import load_engine
             from deploy_res.profiling.layers import onnx_scopes, profile_openvino_layers
 
-            runner = load_engine(entry.path, threads=threads, perf_count=True)
-            try:
+            with load_engine(entry.path, threads=threads, perf_count=True) as runner:
                 per_batch = profile_openvino_layers(runner, {b: entry.feeds[b] for b in measured}, iterations, onnx_scopes(entry.path))
-            finally:
-                runner.close()
             entry.info["layers"] = {"source": "openvino performance counters", "note": LAYER_NOTE_OV, "trace": None,
                                     "batches": [{"batch": b, **per_batch[b]} for b in measured if b in per_batch]}
         else:
@@ -322,20 +316,19 @@ def _profile_ort(entry: Entry, batches: Sequence[int], iterations: int, threads:
     import shutil
     import tempfile
 
+    from deploy_res.engines import TraceProfiler, load_engine
     from deploy_res.profiling.layers import onnx_scopes, parse_ort_profile
-    from deploy_res.engines import load_engine
 
     with tempfile.TemporaryDirectory(prefix="deployres-profile-") as tmp:
-        runner = load_engine(entry.path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
         run_batches = []
-        try:
-            for batch in batches:
-                for _ in range(iterations):
-                    runner.run(entry.feeds[batch])
-                    run_batches.append(batch)
-        finally:
-            trace = runner.end_profiling()
-            runner.close()
+        with load_engine(entry.path, threads=threads, profile_prefix=str(Path(tmp) / "ort")) as runner:
+            try:
+                for batch in batches:
+                    for _ in range(iterations):
+                        runner.run(entry.feeds[batch])
+                        run_batches.append(batch)
+            finally:
+                trace = runner.end_profiling() if isinstance(runner, TraceProfiler) else None
         per_batch = parse_ort_profile(trace, run_batches, onnx_scopes(entry.path))
         kept = None
         if out is not None and trace:

@@ -37,6 +37,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from deploy_res.engines.base import LayerCounters, LayerProfilerHost
+
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "head", "other")
 TOP_LAYERS = 15
 """How many of the slowest layers each breakdown lists."""
@@ -207,17 +209,20 @@ def make_trt_profiler(trt):
     return LayerTimes()
 
 
-def profile_trt_layers(runner, feeds_by_batch: Mapping[int, Mapping], iterations: int, top: int = TOP_LAYERS) -> dict[int, dict[str, Any]]:
-    """Per-batch breakdowns of a :class:`deploy_res.engines.tensorrt.backend.TensorRTRunner` through an IProfiler."""
+def profile_trt_layers(runner: LayerProfilerHost, feeds_by_batch: Mapping[int, Mapping], iterations: int,
+                       top: int = TOP_LAYERS) -> dict[int, dict[str, Any]]:
+    """Per-batch breakdowns of a TensorRT runner (a :class:`~deploy_res.engines.base.LayerProfilerHost`) through an IProfiler."""
     import tensorrt as trt
 
     result = {}
     for batch, feeds in feeds_by_batch.items():
         profiler = make_trt_profiler(trt)
-        runner.context.profiler = profiler
-        for _ in range(iterations):
-            runner.run(feeds)
-        runner.context.profiler = None
+        runner.set_profiler(profiler)
+        try:
+            for _ in range(iterations):
+                runner.run(feeds)
+        finally:
+            runner.set_profiler(None)
         result[batch] = breakdown(profiler.records, iterations, None, top)
     return result
 
@@ -232,7 +237,7 @@ def _ov_scope(name: str, scopes: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def profile_openvino_layers(runner, feeds_by_batch: Mapping[int, Mapping], iterations: int, scopes: Optional[Mapping[str, str]] = None,
+def profile_openvino_layers(runner: LayerCounters, feeds_by_batch: Mapping[int, Mapping], iterations: int, scopes: Optional[Mapping[str, str]] = None,
                             top: int = TOP_LAYERS) -> dict[int, dict[str, Any]]:
     """Per-batch breakdowns of an OpenVINO runner loaded with ``perf_count=True`` (one warm-up run per batch, not counted)."""
     scopes = dict(scopes or {})

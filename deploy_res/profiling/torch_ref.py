@@ -18,12 +18,12 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.base import TensorInfo
+from deploy_res.engines.base import RunnerBase, TensorInfo
 
 TORCH_MODES = ("eager", "compile")
 
 
-class TorchRunner:
+class TorchRunner(RunnerBase):
     """A PyTorch module behind the engine runner interface (CPU, float32)."""
 
     backend = "torch"
@@ -34,6 +34,7 @@ class TorchRunner:
 
         if mode not in TORCH_MODES:
             raise DeployResError(f"unknown torch mode {mode!r}; choose one of {', '.join(TORCH_MODES)}")
+        super().__init__()
         self._torch = torch
         self.mode = mode
         self.module = module.eval()

@@ -54,7 +54,7 @@ def load_served_engine(version_dir: str | Path, threads: Optional[int] = None):
         from deploy_res.engines import get_backend
 
         runner = get_backend(spec["backend"]).load(source, **options)
-    return runner, notes + list(getattr(runner, "notes", []) or [])
+    return runner, notes + list(runner.notes)
 
 
 def run_batched(runner, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

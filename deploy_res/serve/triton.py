@@ -300,7 +300,7 @@ def measure_latency_ms(engine: Engine, batch: int, threads: Optional[int], runs:
         runner = load_engine(engine.path, **({"threads": threads} if threads else {}))
     except DeployResError:
         return None
-    try:
+    with runner:
         feeds = {}
         for info, tensor in zip(runner.inputs, engine.inputs):
             shape = [batch] + [d if isinstance(d, int) and d > 0 else 1 for d in tensor.shape[1:]]
@@ -312,8 +312,6 @@ def measure_latency_ms(engine: Engine, batch: int, threads: Optional[int], runs:
             runner.run(feeds)
             times.append((time.perf_counter() - start) * 1000)
         return statistics.median(times)
-    finally:
-        runner.close()
 
 
 def _queue_delay(engine: Engine, batch: dict[str, int], budget_ms: Optional[float], delay_us: Optional[int],
@@ -680,7 +678,7 @@ def triton(
         if engine.forced:
             plan.warnings.append(f"served with --force: {engine.forced}")
         if engine.backend == "openvino" and not python and engine.precision == "fp32":
-            from deploy_res.engines.openvino.backend import missing_bf16_isa
+            from deploy_res.engines import missing_bf16_isa
 
             if missing_bf16_isa(engine.manifest.get("engine", {}).get("cpu") or None) is None:
                 plan.warnings.append("Triton's openvino backend cannot force FP32 (its HINT_BF16 takes only YES): on this CPU, which has BF16, "
@@ -741,8 +739,7 @@ def check_repository(repository: Path, models: Sequence[tuple[str, Engine, int]]
         client = httpclient.InferenceServerClient(server.http_url)
         try:
             for name, engine, max_batch_size in models:
-                runner = load_engine(engine.path)
-                try:
+                with load_engine(engine.path) as runner:
                     batch = min(2, max_batch_size) if max_batch_size > 0 else None
                     rng = np.random.default_rng(0)
                     feeds, requests = {}, []
@@ -753,8 +750,6 @@ def check_repository(repository: Path, models: Sequence[tuple[str, Engine, int]]
                         request.set_data_from_numpy(feeds[info.name])
                         requests.append(request)
                     expected = runner.run(feeds)
-                finally:
-                    runner.close()
                 reply = client.infer(name, requests)
                 worst = max(compare(np.asarray(expected[out.name], np.float32), np.asarray(reply.as_numpy(out.name), np.float32))["max_rel_error"]
                             for out in engine.outputs)

@@ -38,9 +38,12 @@ def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) ->
 
 
 def _onnx_reference(path: Path) -> Reference:
-    from deploy_res.engines.onnxruntime.backend import open_session
+    from deploy_res.core.numerics import cpu_session
 
-    session, _ = open_session(path, "cpu", "ORT_ENABLE_BASIC")
+    try:  # the one CPU session factory; the reference is not an engine
+        session = cpu_session(path, "ORT_ENABLE_BASIC")
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        raise DeployResError(f"ONNX Runtime cannot load {path.name}: {str(exc).strip().splitlines()[0][:300]}") from None
     name = session.get_inputs()[0].name
     return Reference("onnx", str(path), lambda batch: session.run(None, {name: batch.astype(np.float32)})[0])
 

@@ -53,7 +53,7 @@ class ValidateWorker:
 
     The in-process loop and every Ray actor run this same object on the same
     batches. ``threads`` (default: the runtimes' own) bounds ONNX Runtime's
-    intra-op threads.
+    intra-op threads. A context manager: leaving it closes the engine.
     """
 
     def __init__(self, artifact: str, reference: Optional[str] = None, reference_weights: Optional[str] = None,
@@ -82,6 +82,12 @@ class ValidateWorker:
 
     def close(self) -> None:
         self.runner.close()
+
+    def __enter__(self) -> "ValidateWorker":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def validate(
@@ -130,93 +136,91 @@ def validate(
     precision = precision_of(artifact, manifest)
     if ray and per_layer:
         raise DeployResError("--per-layer runs in one process (it keeps every input); drop --ray for it")
-    worker = ValidateWorker(str(artifact), reference, reference_weights)
-    ref, runner, info = worker.reference, worker.runner, worker.info
-    input_shape = tuple(manifest.get("input", {}).get("shape", [None, *info.shape[1:]])[1:])
-    if any(not isinstance(d, int) for d in input_shape):
-        raise DeployResError(f"{artifact.name} has no fixed input size {input_shape}; give its manifest or a .npy of inputs")
-    worker.input_shape = input_shape
-    batches, pre, class_names, inputs_desc = _work(data, manifest, samples, batch, input_shape, seed)
-    total = sum(len(work) for work in batches)
-    device, output_name, notes = runner.device, runner.outputs[0].name, list(getattr(runner, "notes", None) or [])
+    with ValidateWorker(str(artifact), reference, reference_weights) as worker:  # closed on the way out, also on an error
+        ref, runner, info = worker.reference, worker.runner, worker.info
+        input_shape = tuple(manifest.get("input", {}).get("shape", [None, *info.shape[1:]])[1:])
+        if any(not isinstance(d, int) for d in input_shape):
+            raise DeployResError(f"{artifact.name} has no fixed input size {input_shape}; give its manifest or a .npy of inputs")
+        worker.input_shape = input_shape
+        batches, pre, class_names, inputs_desc = _work(data, manifest, samples, batch, input_shape, seed)
+        total = sum(len(work) for work in batches)
+        device, output_name, notes = runner.device, runner.outputs[0].name, list(runner.notes)
 
-    start = time.perf_counter()
-    states: list[MetricState] = []
-    skipped: list[str] = []
-    execution: Optional[dict[str, Any]] = None
+        start = time.perf_counter()
+        states: list[MetricState] = []
+        skipped: list[str] = []
+        execution: Optional[dict[str, Any]] = None
 
-    def collect(state: Optional[MetricState], batch_skipped: list[str]) -> None:
-        if state is not None:
-            states.append(state)
-        skipped.extend(batch_skipped)
-        if progress is not None:
-            progress(sum(s.samples for s in states) + len(skipped), total)
+        def collect(state: Optional[MetricState], batch_skipped: list[str]) -> None:
+            if state is not None:
+                states.append(state)
+            skipped.extend(batch_skipped)
+            if progress is not None:
+                progress(sum(s.samples for s in states) + len(skipped), total)
 
-    if ray:
-        from deploy_res.scale.ray_data import ray_session, run_on_ray
+        if ray:
+            from deploy_res.scale.ray_data import ray_session, run_on_ray
 
-        execution = {"mode": "ray", "address": ray_address or "local", "batch": batch}
+            execution = {"mode": "ray", "address": ray_address or "local", "batch": batch}
 
-        def on_plan(plan) -> None:
-            execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus)
-            if on_note is not None:
-                on_note(f"Ray: {plan.describe()}")
+            def on_plan(plan) -> None:
+                execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus)
+                if on_note is not None:
+                    on_note(f"Ray: {plan.describe()}")
 
-        worker.close()  # the actors load their own; this copy only checked the artifact and the reference
-        kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape}
-        with ray_session(ray_address, ray_cpus):
-            for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, skip_bad, str(data), actors, on_plan):
-                collect(state, batch_skipped)
-    else:
-        from deploy_res.scale.work import load_batch
+            worker.close()  # the actors load their own; this copy only checked the artifact and the reference
+            kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape}
+            with ray_session(ray_address, ray_cpus):
+                for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, skip_bad, str(data), actors, on_plan):
+                    collect(state, batch_skipped)
+        else:
+            from deploy_res.scale.work import load_batch
 
+            if per_layer:
+                worker.kept = []
+            for work in batches:
+                arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
+                collect(worker(arrays, labels, names) if arrays is not None else None, batch_skipped)
+        state = MetricState.merged(states)
+        if state.samples == 0:
+            raise DeployResError(f"{data} holds no usable samples; put decodable images in it")
+        if state.labelled and state.max_label >= state.classes:
+            raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
+
+        metrics, accuracy = state.finalize()
+        try:
+            limits = thresholds_for(precision, thresholds)
+        except KeyError as exc:
+            raise DeployResError(f"unknown threshold {exc.args[0]!r}; known: max_rel_error, cosine_mean, cosine_min, top1_agreement, top1_drop_points") from None
+        checks = evaluate(metrics, accuracy, limits)
+        passed = all(c["passed"] for c in checks)
+        result = {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "artifact": str(artifact),
+            "artifact_sha256": file_record(artifact)["sha256"],
+            "backend": backend_of(artifact),
+            "device": device,
+            "precision": precision,
+            "notes": notes,
+            "reference": {"kind": ref.kind, "source": ref.source, "weights": ref.weights},
+            "inputs": {**inputs_desc, "samples": state.samples, **({"skipped": skipped} if skipped else {})},
+            "outputs": [{"name": output_name, **metrics}],
+            "metrics": {**metrics, **(accuracy or {})},
+            "accuracy": accuracy,
+            "thresholds": limits,
+            "checks": checks,
+            "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in (*UPPER_BOUNDS, 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
+            "passed": passed,
+            "seconds": round(time.perf_counter() - start, 2),
+            **({"execution": execution} if execution else {}),
+        }
         if per_layer:
-            worker.kept = []
-        for work in batches:
-            arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
-            collect(worker(arrays, labels, names) if arrays is not None else None, batch_skipped)
-    state = MetricState.merged(states)
-    if state.samples == 0:
-        raise DeployResError(f"{data} holds no usable samples; put decodable images in it")
-    if state.labelled and state.max_label >= state.classes:
-        raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
+            from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 
-    metrics, accuracy = state.finalize()
-    try:
-        limits = thresholds_for(precision, thresholds)
-    except KeyError as exc:
-        raise DeployResError(f"unknown threshold {exc.args[0]!r}; known: max_rel_error, cosine_mean, cosine_min, top1_agreement, top1_drop_points") from None
-    checks = evaluate(metrics, accuracy, limits)
-    passed = all(c["passed"] for c in checks)
-    result = {
-        "schema_version": RESULT_SCHEMA_VERSION,
-        "artifact": str(artifact),
-        "artifact_sha256": file_record(artifact)["sha256"],
-        "backend": backend_of(artifact),
-        "device": device,
-        "precision": precision,
-        "notes": notes,
-        "reference": {"kind": ref.kind, "source": ref.source, "weights": ref.weights},
-        "inputs": {**inputs_desc, "samples": state.samples, **({"skipped": skipped} if skipped else {})},
-        "outputs": [{"name": output_name, **metrics}],
-        "metrics": {**metrics, **(accuracy or {})},
-        "accuracy": accuracy,
-        "thresholds": limits,
-        "checks": checks,
-        "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in (*UPPER_BOUNDS, 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
-        "passed": passed,
-        "seconds": round(time.perf_counter() - start, 2),
-        **({"execution": execution} if execution else {}),
-    }
-    if per_layer:
-        from deploy_res.validation.sensitivity import qdq_sources, rank_layers
-
-        qdq_path, float_path = qdq_sources(artifact)
-        result["sensitivity"] = {"qdq_onnx": str(qdq_path), "float_onnx": str(float_path), "metric": "SQNR dB lost per layer",
-                                 "layers": rank_layers(qdq_path, float_path, np.concatenate(worker.kept), batch)}
-    output = Path(output) if output else artifact.with_name(artifact.name + ".validation.json")
-    write_json_atomic(output, result)
-    result["result_path"] = str(output)
-    if not ray:
-        worker.close()
-    return result
+            qdq_path, float_path = qdq_sources(artifact)
+            result["sensitivity"] = {"qdq_onnx": str(qdq_path), "float_onnx": str(float_path), "metric": "SQNR dB lost per layer",
+                                     "layers": rank_layers(qdq_path, float_path, np.concatenate(worker.kept), batch)}
+        output = Path(output) if output else artifact.with_name(artifact.name + ".validation.json")
+        write_json_atomic(output, result)
+        result["result_path"] = str(output)
+        return result

@@ -28,7 +28,7 @@ from deploy_res.core.files import atomic_path, file_record, verify_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import session_options
-from deploy_res.engines.base import BuildResult, TensorInfo
+from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options
 
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
@@ -64,16 +64,15 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-class OnnxRuntimeRunner:
-    """A loaded ONNX Runtime engine (see the module docstring)."""
+class OnnxRuntimeRunner(RunnerBase):
+    """A loaded ONNX Runtime engine (see the module docstring); a :class:`~deploy_res.engines.base.TraceProfiler`."""
 
     backend = "onnxruntime"
 
     def __init__(self, session, device: str, notes: list[str], load_seconds: float) -> None:
+        super().__init__(notes, load_seconds)
         self.session = session
         self.device = device
-        self.notes = notes
-        self.load_seconds = load_seconds
         self.inputs = [TensorInfo(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in session.get_inputs()]
         self.outputs = [TensorInfo(o.name, tuple(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in session.get_outputs()]
 
@@ -82,8 +81,8 @@ class OnnxRuntimeRunner:
         return {info.name: value for info, value in zip(self.outputs, values)}
 
     def end_profiling(self) -> Optional[str]:
-        """Stop ONNX Runtime's profiler (if enabled) and return its JSON file."""
-        return self.session.end_profiling() or None
+        """Stop ONNX Runtime's profiler (load with ``profile_prefix``) and return its JSON file; ``None`` when it was off."""
+        return (self.session.end_profiling() or None) if self.session is not None else None
 
     def close(self) -> None:
         self.session = None
@@ -109,6 +108,7 @@ class OnnxRuntimeBackend:
     """Build: optimise the ONNX at ORT_ENABLE_ALL for this machine and save it. Load: check the machine, run."""
 
     name = "onnxruntime"
+    OPTIONS = frozenset({"device", "threads", "profile_prefix"})
 
     def available(self) -> Optional[str]:
         try:
@@ -144,8 +144,17 @@ class OnnxRuntimeBackend:
         }
         return BuildResult(engine_path, manifest, seconds, notes)
 
-    def load(self, engine_path: Path, device: Optional[str] = None, threads: Optional[int] = None, profile_prefix: Optional[str] = None) -> OnnxRuntimeRunner:
-        """Open the engine; on a different CPU or ONNX Runtime, re-optimise from its source ONNX."""
+    def load(self, engine_path: Path, **options: Any) -> OnnxRuntimeRunner:
+        """Open the engine; on a different CPU or ONNX Runtime, re-optimise from its source ONNX.
+
+        Options: ``device`` ("cpu" or "cuda"; default the engine's), ``threads``
+        (intra-op threads; default ONNX Runtime's), ``profile_prefix`` (turn on
+        ONNX Runtime's profiler, writing ``<prefix>_*.json``; see ``end_profiling``).
+        """
+        check_options(self.name, options, self.OPTIONS)
+        device: Optional[str] = options.get("device")
+        threads: Optional[int] = options.get("threads")
+        profile_prefix: Optional[str] = options.get("profile_prefix")
         engine_path = Path(engine_path)
         manifest = read_manifest(engine_path) or {}
         engine = manifest.get("engine", {})

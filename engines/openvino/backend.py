@@ -51,7 +51,7 @@ import numpy as np
 from deploy_res.core.files import file_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.base import BuildResult, TensorInfo
+from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options
 from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -148,17 +148,17 @@ def precision_run(runtime: Mapping[str, Any]) -> str:
     return run.pop() if len(run) == 1 else ("mixed" if run else "unknown")
 
 
-class OpenVINORunner:
-    """A loaded OpenVINO engine: ``run(feeds) -> outputs`` on one infer request."""
+class OpenVINORunner(RunnerBase):
+    """A loaded OpenVINO engine: ``run(feeds) -> outputs`` on one infer request; a
+    :class:`~deploy_res.engines.base.LayerCounters` (load with ``perf_count=True``)."""
 
     backend = "openvino"
     device = "cpu"
 
     def __init__(self, compiled, notes: list[str], load_seconds: float, settings: Mapping[str, Any]) -> None:
+        super().__init__(notes, load_seconds)
         self.compiled = compiled
         self.request = compiled.create_infer_request()
-        self.notes = notes
-        self.load_seconds = load_seconds
         self.settings = dict(settings)
         self.inputs = [TensorInfo(_name(p), _shape(p), _element_dtype(p)) for p in compiled.inputs]
         self.outputs = [TensorInfo(_name(p), _shape(p), _element_dtype(p)) for p in compiled.outputs]
@@ -196,6 +196,7 @@ class OpenVINOBackend:
     """Build: IR + this CPU's compiled model (cache) at the precision asked for. Load: check the machine, compile from cache."""
 
     name = "openvino"
+    OPTIONS = frozenset({"device", "threads", "hint", "perf_count"})
 
     def available(self) -> Optional[str]:
         try:
@@ -249,13 +250,19 @@ class OpenVINOBackend:
         }
         return BuildResult(engine_path, manifest, seconds, notes)
 
-    def load(self, engine_path: Path, threads: Optional[int] = None, hint: Optional[str] = None, perf_count: bool = False,
-             device: Optional[str] = None, **_ignored: Any) -> OpenVINORunner:
+    def load(self, engine_path: Path, **options: Any) -> OpenVINORunner:
         """Compile the IR from its cache; on another CPU or OpenVINO version, recompile from the source ONNX (with a note).
 
-        ``threads``/``hint`` override the manifest's; ``perf_count`` turns on
-        OpenVINO's per-layer counters. A plain ONNX file is compiled at FP32.
+        Options: ``threads`` and ``hint`` (latency/throughput) override the
+        manifest's; ``perf_count`` (bool) turns on OpenVINO's per-layer
+        counters (``profiling_info``); ``device`` may only be "cpu". A plain
+        ONNX file is compiled at FP32.
         """
+        check_options(self.name, options, self.OPTIONS)
+        threads: Optional[int] = options.get("threads")
+        hint: Optional[str] = options.get("hint")
+        perf_count = bool(options.get("perf_count", False))
+        device: Optional[str] = options.get("device")
         ov = _ov()
         if device not in (None, "cpu"):
             raise DeployResError("the OpenVINO backend here runs on the CPU only")

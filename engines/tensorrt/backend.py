@@ -9,8 +9,14 @@ comes from an FP16-typed ONNX and an INT8 engine from a Q/DQ ONNX
 plus an optimisation profile for the dynamic batch axis, a timing cache reused
 across builds and the builder optimisation level. Network flags are written
 as ``1 << int(flag)``: STRONGLY_TYPED is required on 10.x for this behaviour
-and is the only mode on 11.x. The runner binds torch CUDA tensors and calls
-``execute_async_v3`` on torch's current stream.
+and is the only mode on 11.x.
+
+The runner, like Polygraphy's ``TrtRunner``, allocates its device buffers once
+at load (torch CUDA tensors sized for the largest shape of the optimisation
+profile) and binds them to the execution context with ``set_tensor_address``;
+each ``run`` sets the input shapes, copies the inputs into the front of those
+buffers, calls ``execute_async_v3`` on torch's current stream and copies out
+the front of each output buffer (:func:`used_view`).
 
 ``tensorrt`` is imported only when a build or load is asked for.
 """
@@ -27,7 +33,7 @@ import numpy as np
 
 from deploy_res.core.files import file_record, write_bytes_atomic
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.base import BuildResult, TensorInfo
+from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 """Workspace memory-pool limit: 1 GiB, as in NVIDIA's sample."""
@@ -76,6 +82,7 @@ class TensorRTBackend:
     """Builds serialized plans and loads them into :class:`TensorRTRunner`."""
 
     name = "tensorrt"
+    OPTIONS = frozenset({"device", "threads"})
 
     def available(self) -> Optional[str]:
         return _missing()
@@ -127,13 +134,24 @@ class TensorRTBackend:
         }
         return BuildResult(Path(engine_path), manifest, time.perf_counter() - start)
 
-    def load(self, engine_path: Path, **_: Any) -> "TensorRTRunner":
+    def load(self, engine_path: Path, **options: Any) -> TensorRTRunner:
+        """Deserialize the plan and allocate its buffers.
+
+        Options: ``device`` ("cuda", the only one), ``threads`` (accepted for
+        symmetry with the CPU backends; TensorRT runs on the GPU and ignores it).
+        """
+        check_options(self.name, options, self.OPTIONS)
+        if options.get("device") not in (None, "cuda"):
+            raise DeployResError(f"a TensorRT engine runs on the GPU (device cuda), not {options['device']}; {INSTEAD}")
         trt = _trt()
+        start = time.perf_counter()
         logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
         if engine is None:
             raise DeployResError(f"TensorRT cannot deserialize {Path(engine_path).name} (built with another TensorRT version or GPU?); rebuild it here")
-        return TensorRTRunner(trt, engine)
+        runner = TensorRTRunner(trt, engine)
+        runner.load_seconds = time.perf_counter() - start
+        return runner
 
 
 def _gpu_name() -> Optional[str]:
@@ -142,8 +160,28 @@ def _gpu_name() -> Optional[str]:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
-class TensorRTRunner:
-    """Runs a deserialized engine with torch CUDA buffers on ``execute_async_v3``."""
+def check_within(name: str, shape: tuple, max_shape: tuple) -> None:
+    """A one-line error when ``shape`` (a run's input) is not within ``max_shape`` (the buffer's, the profile's largest)."""
+    if len(shape) != len(max_shape) or any(d > m for d, m in zip(shape, max_shape)):
+        raise DeployResError(f"input {name} has shape {tuple(shape)}; this engine takes at most {tuple(max_shape)} "
+                             "(its optimisation profile's largest): rebuild with a larger --batch MIN,OPT,MAX or split the batch")
+
+
+def used_view(buffer, shape: tuple):
+    """The front of a contiguous ``buffer`` viewed as ``shape``: where TensorRT reads or writes a run of that shape."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return buffer.reshape(-1)[:count].view(tuple(int(d) for d in shape))
+
+
+class TensorRTRunner(RunnerBase):
+    """Runs a deserialized engine on ``execute_async_v3`` with torch CUDA buffers allocated once, at load.
+
+    Each input's buffer holds the optimisation profile's largest shape
+    (profile 0; a static input its own shape); each output's the shape
+    TensorRT infers from those. A :class:`~deploy_res.engines.base.LayerProfilerHost`.
+    """
 
     backend = "tensorrt"
     device = "cuda"
@@ -151,6 +189,7 @@ class TensorRTRunner:
     def __init__(self, trt, engine) -> None:
         import torch
 
+        super().__init__()
         self._torch = torch
         self.engine = engine
         self.context = engine.create_execution_context()
@@ -159,28 +198,39 @@ class TensorRTRunner:
             name = engine.get_tensor_name(index)
             info = TensorInfo(name, tuple(engine.get_tensor_shape(name)), np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
             (self.inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else self.outputs).append(info)
+        self.max_shapes: dict[str, tuple] = {}
+        for info in self.inputs:
+            shape = tuple(info.shape)
+            if any(d < 0 for d in shape):
+                shape = tuple(engine.get_tensor_profile_shape(info.name, 0)[2])  # (min, opt, max)
+            self.max_shapes[info.name] = shape
+            self.context.set_input_shape(info.name, shape)
+        for info in self.outputs:
+            self.max_shapes[info.name] = tuple(self.context.get_tensor_shape(info.name))
+        self.buffers = {info.name: torch.empty(self.max_shapes[info.name], dtype=getattr(torch, info.dtype), device="cuda")
+                        for info in (*self.inputs, *self.outputs)}
+        for name, buffer in self.buffers.items():
+            self.context.set_tensor_address(name, buffer.data_ptr())
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        keep = []
         for info in self.inputs:
             array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
-            tensor = torch.from_numpy(array).cuda()
-            keep.append(tensor)
+            check_within(info.name, array.shape, self.max_shapes[info.name])
             self.context.set_input_shape(info.name, tuple(array.shape))
-            self.context.set_tensor_address(info.name, tensor.data_ptr())
-        results = {}
-        for info in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(info.name))
-            tensor = torch.empty(shape, dtype=getattr(torch, info.dtype), device="cuda")
-            results[info.name] = tensor
-            self.context.set_tensor_address(info.name, tensor.data_ptr())
+            used_view(self.buffers[info.name], array.shape).copy_(torch.from_numpy(array))
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise DeployResError("TensorRT execution failed (execute_async_v3 returned False)")
         stream.synchronize()
-        return {name: tensor.cpu().numpy() for name, tensor in results.items()}
+        return {info.name: used_view(self.buffers[info.name], tuple(self.context.get_tensor_shape(info.name))).cpu().numpy()
+                for info in self.outputs}
+
+    def set_profiler(self, profiler: Any) -> None:
+        """Attach a TensorRT ``IProfiler`` to the execution context (``None`` detaches it)."""
+        self.context.profiler = profiler
 
     def close(self) -> None:
+        self.buffers = {}
         self.context = None
         self.engine = None

@@ -52,3 +52,29 @@ def test_tensorrt_engine_matches_pytorch(tmp_path, model, precision, calib_folde
     assert verdict["passed"], verdict["failed"]
     if precision == "int8":
         assert verdict["metrics"]["cosine_mean"] >= INT8_COSINE
+
+
+def test_tensorrt_runner_keeps_its_buffers_across_runs(tmp_path):
+    """Buffers are allocated once at load for the profile's largest batch; runs of any batch reuse them."""
+    import numpy as np
+
+    from deploy_res.core.errors import DeployResError
+    from deploy_res.engines import load_engine
+    from deploy_res.exporters.torch_export import BatchRange
+
+    exported = export("resnet18", tmp_path, input_size=(3, 64, 64), batch_range=BatchRange(1, 4, 8), exporter="torchscript", optimize=False)
+    result = build_engine(exported.onnx_path, tmp_path, backend="tensorrt", precision="fp32", quiet=True)
+    x = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    with load_engine(result.engine) as runner:
+        assert runner.max_shapes["input"] == (8, 3, 64, 64)
+        pointers = {name: buffer.data_ptr() for name, buffer in runner.buffers.items()}
+        full = runner.run({"input": x})["logits"]
+        one = runner.run({"input": x[:1]})["logits"]
+        again = runner.run({"input": x[:4]})["logits"]
+        assert {name: buffer.data_ptr() for name, buffer in runner.buffers.items()} == pointers
+        assert full.shape == (8, 1000) and one.shape == (1, 1000) and again.shape == (4, 1000)
+        np.testing.assert_allclose(one, full[:1], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(again, full[:4], rtol=1e-3, atol=1e-3)
+        with pytest.raises(DeployResError, match="takes at most"):
+            runner.run({"input": np.zeros((9, 3, 64, 64), np.float32)})
+    assert runner.context is None and runner.buffers == {}

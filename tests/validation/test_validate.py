@@ -161,3 +161,34 @@ def test_labelled_arrays_give_accuracy_and_unknown_classes_fail(tmp_path, monkey
     np.savez(tmp_path / "bad.npz", inputs=rng.standard_normal((4, 3, 32, 32)).astype(np.float32), labels=np.array([0, 1, 5, 2]))
     with pytest.raises(DeployResError, match="the model outputs 3"):
         validate(result.optimized_path, data=str(tmp_path / "bad.npz"), output=tmp_path / "bad.json")
+
+
+def test_runner_closed_when_an_error_is_raised_mid_way(trained_like, tmp_path, monkeypatch):
+    """validate loads the engine in a ``with`` block: a batch that fails half-way through still closes it."""
+    import deploy_res.engines
+
+    artifact = _copy_with_manifest(trained_like.onnx_path, tmp_path / "model.onnx")
+    real_load, loaded = deploy_res.engines.load_engine, []
+
+    def load_engine(path, **options):
+        runner = real_load(path, **options)
+        real_run, real_close, calls = runner.run, runner.close, []
+
+        def run(feeds):
+            calls.append(len(calls))
+            if len(calls) == 2:
+                raise DeployResError("the second batch breaks")
+            return real_run(feeds)
+
+        def close():
+            runner.closed = True
+            real_close()
+
+        runner.run, runner.close, runner.closed = run, close, False
+        loaded.append(runner)
+        return runner
+
+    monkeypatch.setattr(deploy_res.engines, "load_engine", load_engine)
+    with pytest.raises(DeployResError, match="the second batch breaks"):
+        validate(artifact, samples=4, batch=2)
+    assert len(loaded) == 1 and loaded[0].closed
