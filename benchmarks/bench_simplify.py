@@ -92,7 +92,7 @@ def main() -> None:
 
     import onnx
 
-    from deploy_res.exporters.optimize import compare_outputs, make_inputs, run_ort
+    from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
 
     runners = tools()
     results = []

@@ -13,7 +13,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.exporters.optimize import DEFAULT_TARGET, optimize, render_report
+from deploy_res.exporters.optimize import DEFAULT_TARGET, optimize
+from deploy_res.exporters.report import render_report
 
 __all__ = ["optimize_file", "render_report", "default_output", "named_input_shapes"]
 

@@ -14,10 +14,13 @@ from graph_builders import conv_bn, model, value
 from onnx import helper
 from rich.console import Console
 
+import deploy_res.exporters.checks as checks
 import deploy_res.exporters.optimize as runner
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.models import create_model, list_models
-from deploy_res.exporters.optimize import compare_outputs, make_inputs, optimize, render_report, run_ort
+from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
+from deploy_res.exporters.optimize import optimize
+from deploy_res.exporters.report import render_report
 from deploy_res.exporters.passes import fold_batchnorm
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -67,7 +70,7 @@ def test_report_schema_and_rendering():
 
 def test_fp16_graph_uses_the_fp16_tolerance():
     _, report = optimize(conv_bn(dtype=np.float16, eps=1e-3), target="portable")
-    assert report["rtol"] == runner.DEFAULT_RTOL_FP16 and report["ops_after"] == {"Conv": 1}
+    assert report["rtol"] == checks.DEFAULT_RTOL_FP16 and report["ops_after"] == {"Conv": 1}
 
 
 def test_dynamic_spatial_axes_need_shapes():

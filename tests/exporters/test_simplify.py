@@ -19,7 +19,8 @@ from onnx import TensorProto, helper
 
 import deploy_res.exporters.optimize as runner
 from deploy_res.core.errors import ValidationFailed
-from deploy_res.exporters.optimize import compare_outputs, make_inputs, optimize, run_ort
+from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
+from deploy_res.exporters.optimize import optimize
 from deploy_res.exporters.passes import PassResult, cleanup, fold_into_conv
 
 SHAPE = ["batch", 4, 6, 6]
@@ -489,7 +490,7 @@ def test_report_rendering_names_the_steps_checked_by_identity():
     from graph_builders import conv_bn
     from rich.console import Console
 
-    from deploy_res.exporters.optimize import render_report
+    from deploy_res.exporters.report import render_report
 
     _, report = optimize(conv_bn(), target="onnxruntime")
     console = Console(record=True, width=160)

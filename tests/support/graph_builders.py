@@ -9,7 +9,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy_res.exporters.optimize import compare_outputs, graph_to_model, make_inputs, run_ort
+from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
+from deploy_res.exporters.graph_io import graph_to_model
 
 OPSET = 17
 _ONNX_TYPE = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
