@@ -357,9 +357,9 @@ def _check_onnx(path: Path) -> None:
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    from deploy_res.core.onnx_io import save_model
+    from deploy_res.core.onnx_io import save_onnx
 
-    save_model(model, path)
+    save_onnx(model, path)
 
 
 def _summary(path: Path, precision: str, seconds: float) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
-from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_model, proto_bytes, save_model
+from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_onnx, proto_bytes, save_onnx
 from deploy_res.exporters.checks import (
     DEFAULT_BATCH,
     DEFAULT_RTOL,
@@ -124,7 +124,7 @@ def optimize(
         raise DeployResError(f"batch must be at least 1, got {batch}")
     started = time.perf_counter()
     source = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
-    original = load_model(model_or_path)
+    original = load_onnx(model_or_path)
     # Everything but the final check and save works on a weightless copy: ORT reads the weights in place.
     light, arrays = _split_weights(original)
     tolerance = rtol if rtol is not None else (DEFAULT_RTOL_FP16 if _computes_in_fp16(original) else DEFAULT_RTOL)
@@ -212,7 +212,7 @@ def optimize(
 
         # The model and its manifest are placed as one unit (an old pair is replaced whole, or kept).
         with write_artifact(output_path, manifest=write_manifest) as pending:
-            save_model(after, pending.path)
+            save_onnx(after, pending.path)
             if large:
                 _check(str(pending.path))
                 report["onnx_checker"] = "passed"

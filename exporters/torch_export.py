@@ -30,7 +30,7 @@ import torch
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.core.numerics import EXPORT_PARITY_RTOL, cpu_session, max_errors
-from deploy_res.core.onnx_io import save_model
+from deploy_res.core.onnx_io import save_onnx
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_EXPORTER = "dynamo"
@@ -114,7 +114,7 @@ def export_onnx(
     except Exception as exc:
         raise DeployResError(f"{exporter} export failed: {_failure_cause(exc)}; try --exporter {'torchscript' if exporter == 'dynamo' else 'dynamo'}") from None
     _mark_batch_dynamic(model)
-    save_model(model, path)
+    save_onnx(model, path)
     return model
 
 

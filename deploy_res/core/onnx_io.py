@@ -28,7 +28,7 @@ def proto_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.int64_data) for t in model.graph.initializer) + len(model.graph.node) * 256
 
 
-def load_model(model_or_path: ModelLike) -> onnx.ModelProto:
+def load_onnx(model_or_path: ModelLike) -> onnx.ModelProto:
     """The model itself, or the ONNX file at a path (with its external data); one-line error if unreadable."""
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
@@ -41,7 +41,7 @@ def load_model(model_or_path: ModelLike) -> onnx.ModelProto:
         raise DeployResError(f"cannot read {path} as ONNX ({first_line(exc)}); is it an ONNX model?") from None
 
 
-def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> Path:
+def save_onnx(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> Path:
     """Write ``model`` atomically; weights go to ``<name>.data`` beside it only past 2 GB."""
     path = Path(path)
     if path.parent and not path.parent.exists():

@@ -264,7 +264,7 @@ def _single_input(model: onnx.ModelProto) -> tuple[str, list[int | None], int]:
     return inputs[0].name, dims, tensor_type.elem_type
 
 
-def _load_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str, Path | None]:
+def _load_onnx(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str, Path | None]:
     """(proto without weights loaded lazily is not needed here, sha256, path or None)."""
     if isinstance(model, onnx.ModelProto):
         return model, hashlib.sha256(model.SerializeToString()).hexdigest(), None
@@ -301,7 +301,7 @@ def calibrate(
     optional ``rich.console.Console`` to draw it on.
     """
     resolved = resolve_options(method, options)
-    proto, model_sha, model_path = _load_model(model)
+    proto, model_sha, model_path = _load_onnx(model)
     input_name, dims, elem_type = _single_input(proto)
     data = np.asarray(data)
     expected_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)

@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 import onnx
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.onnx_io import load_model
+from deploy_res.core.onnx_io import load_onnx
 
 # Nothing by measurement (module docstring): GlobalAveragePool/ReduceMean and the SE Sigmoid
 # in FP32 moved neither the cosine (0.999996 / 0.999998) nor top-1 agreement on seresnet50
@@ -67,7 +67,7 @@ def convert_fp16(
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     proto = onnx.ModelProto()
-    proto.CopyFrom(load_model(model))  # the converter edits in place
+    proto.CopyFrom(load_onnx(model))  # the converter edits in place
     keep_op_types = DEFAULT_KEEP_OP_TYPES if keep_op_types is None else tuple(keep_op_types)
     keep_nodes = list(keep_nodes)
     names = {node.name for node in proto.graph.node}

@@ -50,7 +50,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.onnx_io import load_model
+from deploy_res.core.onnx_io import load_onnx
 from deploy_res.core.residual import residual_adds
 from deploy_res.engines.precision.calibration import Ranges
 
@@ -67,7 +67,7 @@ def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, target:
     """
     if target not in TARGETS:
         raise DeployResError(f"unknown Q/DQ target {target!r}; use one of {', '.join(TARGETS)}")
-    proto = load_model(model)
+    proto = load_onnx(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise DeployResError(f"per-channel Q/DQ needs ONNX opset 13 or newer, the model has {opset}; re-export with opset_version >= 13")

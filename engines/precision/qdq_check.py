@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.core.onnx_io import load_model
+from deploy_res.core.onnx_io import load_onnx
 from deploy_res.engines.precision.qdq import WEIGHTED_OPS, _ensure_names, _weight_axis, residual_skips
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -49,7 +49,7 @@ def check_tensorrt_qdq_placement(model: onnx.ModelProto | str | os.PathLike) -> 
     7. no Q/DQ anywhere else ("be conservative"): every DQ output feeds only
        Conv/Gemm inputs or residual skips, and every Q output feeds only DQs.
     """
-    graph = gs.import_onnx(load_model(model))
+    graph = gs.import_onnx(load_onnx(model))
     graph.toposort()
     _ensure_names(graph)
     problems: list[str] = []
