@@ -10,7 +10,7 @@ three alike):
 
 The raw export keeps BatchNorm (TorchScript exporter, ``training=PRESERVE``,
 or the dynamo exporter with ``optimize=False``); the optimised file is
-``exporters.optimize.optimize(raw, target="onnxruntime")``. Printed: latency
+``exporters.pass_runner.optimize(raw, target="onnxruntime")``. Printed: latency
 median and p90 per run, images/s, the median ratio to A, and session-creation
 time (median of ``--session-repeats`` creations).
 
@@ -81,7 +81,7 @@ def make_session(path: Path, level: str, threads: int):
 
 
 def bench_model(name: str, args, workdir: Path) -> list[dict]:
-    from deploy_res.exporters.optimize import optimize
+    from deploy_res.exporters.pass_runner import optimize
 
     raw = workdir / f"{name}-{args.size}-{args.exporter}.onnx"
     opt = workdir / f"{name}-{args.size}-{args.exporter}.opt.onnx"

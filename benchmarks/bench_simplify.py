@@ -65,7 +65,7 @@ def make_file(name: str, folder: Path) -> Path:
 def tools() -> dict:
     import onnx
 
-    from deploy_res.exporters.optimize import optimize
+    from deploy_res.exporters.pass_runner import optimize
 
     found = {"deployres": lambda path: optimize(str(path), target="onnxruntime")[0]}
     try:

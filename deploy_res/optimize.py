@@ -1,7 +1,7 @@
 """The optimise stage: verified graph passes over any ONNX file, with a manifest.
 
 ``optimize_file("out/resnet50.onnx", "out/resnet50.opt.onnx")`` runs the
-passes of :mod:`deploy_res.exporters.optimize` for a target, each checked numerically,
+passes of :mod:`deploy_res.exporters.pass_runner` for a target, each checked numerically,
 and writes the optimised ONNX with a manifest holding the per-pass report and
 the source model's lineage (PyTorch source, preprocessing, batch range).
 """
@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.exporters.optimize import DEFAULT_TARGET, optimize
+from deploy_res.exporters.pass_runner import DEFAULT_TARGET, optimize
 from deploy_res.exporters.report import render_report
 
 __all__ = ["optimize_file", "render_report", "default_output", "named_input_shapes"]
@@ -27,7 +27,7 @@ def default_output(source: Path) -> Path:
 def optimize_file(source: str | Path, output: Optional[str | Path] = None, target: str = DEFAULT_TARGET, **options: Any) -> dict[str, Any]:
     """Optimise ``source`` for ``target`` into ``output`` (default ``<stem>.opt.onnx``); return the manifest.
 
-    ``options`` go to :func:`deploy_res.exporters.optimize.optimize` (batch, rtol, atol, input_shapes, seed);
+    ``options`` go to :func:`deploy_res.exporters.pass_runner.optimize` (batch, rtol, atol, input_shapes, seed);
     an ``input_shapes`` entry keyed ``None`` is the shape of the model's only input (:func:`named_input_shapes`).
     """
     source = Path(source)

@@ -32,6 +32,6 @@ def test_no_generic_top_level_packages_are_installed(tmp_path):
     """PyPI has `exporters` and `engines`: ours install as deploy_res.exporters / deploy_res.engines only."""
     code = ("import importlib.util as u; "
             "print([n for n in ('exporters', 'engines') if u.find_spec(n)]); "
-            "import deploy_res.exporters.optimize, deploy_res.engines.base")
+            "import deploy_res.exporters.pass_runner, deploy_res.engines.base")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,6 +1,6 @@
 """ONNX graph passes over onnx-graphsurgeon graphs; each returns a :class:`PassResult`.
 
-See :mod:`deploy_res.exporters.optimize` for the runner that checks every pass numerically (with :mod:`deploy_res.exporters.checks`).
+See :mod:`deploy_res.exporters.pass_runner` for the runner that checks every pass numerically (with :mod:`deploy_res.exporters.checks`).
 """
 
 from deploy_res.exporters.passes._common import PassResult

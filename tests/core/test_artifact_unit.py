@@ -132,7 +132,7 @@ def test_companion_files_are_part_of_the_unit(tmp_path):
 def test_optimize_with_external_data_interrupted_at_every_step(tmp_path, monkeypatch):
     """Past the 2 GB limit (lowered here) the weights go to ``<name>.data``: written and placed with the ONNX."""
     from deploy_res.core import onnx_io
-    from deploy_res.exporters import optimize as runner
+    from deploy_res.exporters import pass_runner as runner
     from deploy_res.optimize import optimize_file
 
     monkeypatch.setattr(runner, "PROTOBUF_LIMIT", 10_000)

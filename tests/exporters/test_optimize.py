@@ -15,11 +15,11 @@ from onnx import helper
 from rich.console import Console
 
 import deploy_res.exporters.checks as checks
-import deploy_res.exporters.optimize as runner
+import deploy_res.exporters.pass_runner as runner
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.models import create_model, list_models
 from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
-from deploy_res.exporters.optimize import optimize
+from deploy_res.exporters.pass_runner import optimize
 from deploy_res.exporters.report import render_report
 from deploy_res.exporters.passes import fold_batchnorm
 

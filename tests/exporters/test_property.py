@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from deploy_res.exporters.checks import run_ort  # noqa: E402
-from deploy_res.exporters.optimize import TARGETS, optimize
+from deploy_res.exporters.pass_runner import TARGETS, optimize
 from deploy_res.exporters.torch_export import export_onnx  # noqa: E402
 
 EXAMPLES = int(os.environ.get("DEPLOYRES_PROPERTY_EXAMPLES", "0") or 0)

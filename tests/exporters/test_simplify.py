@@ -17,10 +17,10 @@ from foreign_models import foreign_resnet
 from graph_builders import apply, init, model, node, ops, rng, value
 from onnx import TensorProto, helper
 
-import deploy_res.exporters.optimize as runner
+import deploy_res.exporters.pass_runner as runner
 from deploy_res.core.errors import ValidationFailed
 from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
-from deploy_res.exporters.optimize import optimize
+from deploy_res.exporters.pass_runner import optimize
 from deploy_res.exporters.passes import PassResult, cleanup, fold_into_conv
 
 SHAPE = ["batch", 4, 6, 6]
