@@ -106,7 +106,8 @@ def test_raw_export_behind_an_optimised_input_is_verified(exported, tmp_path):
     raw = tmp_path / "raw.onnx"
     onnx.save(conv_bn(), str(raw))
     manifest = json.loads(manifest_path(copy).read_text())
-    manifest["inputs"]["onnx"]["path"] = str(raw)  # names a file that is not what it was optimised from
+    for record in (manifest["parent"], manifest["inputs"]["onnx"]):  # the link, as schema 2 and 1 spell it
+        record["path"] = str(raw)  # names a file that is not what it was optimised from
     manifest_path(copy).write_text(json.dumps(manifest))
     line = _one_error_line(_run("build-engine", copy, "--backend", "onnxruntime", "--fp16", "--onnx-only", "-o", tmp_path / "out"))
     assert "raw export" in line and str(raw) in line and "sha256" in line
