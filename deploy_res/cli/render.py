@@ -1,0 +1,57 @@
+"""What the commands print beyond one line: validation and sensitivity tables, written-file lines, the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from rich.table import Table
+
+from deploy_res.cli.app import Context
+
+
+@contextlib.contextmanager
+def _progress(ctx: Context, label: str):
+    """A progress bar over images; yields the ``progress(done, total)`` callback the API takes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeRemainingColumn(),
+                  console=ctx.console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _print_sensitivity(ctx: Context, sensitivity: dict, top: int) -> None:
+    layers = sensitivity["layers"]
+    table = Table(title=f"INT8 sensitivity: {len(layers)} quantised layers, the {min(top, len(layers))} that add the most error")
+    for column in ("rank", "layer", "op", "input SQNR dB", "output SQNR dB", "dB lost"):
+        table.add_column(column, justify="right" if "dB" in column or column == "rank" else "left")
+    for rank, layer in enumerate(layers[:top], start=1):
+        table.add_row(str(rank), layer["name"], layer["op_type"], f"{layer['input_sqnr_db']:.1f}", f"{layer['output_sqnr_db']:.1f}", f"{layer['added_error_db']:.2f}")
+    ctx.console.print(table)
+
+
+def _print_validation(ctx: Context, result: dict) -> None:
+    table = Table(title=f"{result['artifact']} ({result['precision']}, {result['backend']}) vs {result['reference']['kind']} {result['reference']['source']}")
+    for column in ("check", "value", "limit", "result"):
+        table.add_column(column)
+    for check in result["checks"]:
+        table.add_row(check["name"], f"{check['value']:.6g}", f"{check['limit']:g}", "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+    metrics = result["metrics"]
+    ctx.console.print(table)
+    extra = [f"{k} {metrics[k]:.4g}" for k in ("max_abs_error", "mean_abs_error", "cosine_mean", "top5_agreement") if k in metrics]
+    ctx.console.print(f"inputs: {result['inputs']['samples']} {result['inputs']['kind']} ({result['inputs']['source']}); " + ", ".join(extra))
+    if result["accuracy"]:
+        acc = result["accuracy"]
+        ctx.console.print(f"top-1 accuracy: reference {100 * acc['reference_top1']:.2f}%, artifact {100 * acc['artifact_top1']:.2f}% "
+                          f"(drop {acc['top1_drop_points']:.2f} points); top-5 {100 * acc['reference_top5']:.2f}% / {100 * acc['artifact_top5']:.2f}%")
+    ctx.console.print(f"{'[green]PASS[/]' if result['passed'] else '[red]FAIL[/]'} - result in {result['result_path']}")
+
+
+def _print_written(ctx: Context, path) -> None:
+    size = Path(path).stat().st_size / 1e6
+    ctx.console.print(f"wrote {path} ({size:.1f} MB) + {Path(path).name}.json")

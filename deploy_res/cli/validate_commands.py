@@ -1,0 +1,52 @@
+"""`deployres validate`: an artifact against its PyTorch original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deploy_res.cli.app import Context, cli, pass_ctx
+from deploy_res.cli.options import _limit, _ray_options
+from deploy_res.cli.render import _print_sensitivity, _print_validation, _progress
+from deploy_res.core.errors import ValidationFailed
+
+
+@cli.command("validate")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--reference", help="Zoo name, package.module:factory or FP32 .onnx to compare with [default: the manifest's PyTorch model].")
+@click.option("--reference-weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --reference MODEL.")
+@click.option("--data", type=click.Path(), help="Image folder (sub-folders = classes for accuracy), glob, .parquet list of paths, or .npy/.npz [default: seeded random inputs].")
+@click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
+@click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
+@click.option("--max-rel-error", type=float, callback=_limit(0, 1e6), help="Limit on max |error| / max |reference| [default: per precision].")
+@click.option("--min-cosine", type=float, callback=_limit(-1, 1), help="Limit on the smallest per-sample cosine [default: per precision].")
+@click.option("--min-mean-cosine", type=float, callback=_limit(-1, 1), help="Limit on the mean cosine [default: per precision].")
+@click.option("--min-top1-agreement", type=float, callback=_limit(0, 1), help="Limit on top-1 agreement, 0-1 [default: per precision].")
+@click.option("--max-top1-drop", type=float, callback=_limit(0, 100), help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
+@click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
+@click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
+@click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
+@_ray_options
+@pass_ctx
+def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
+                     min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, ray, ray_address, actors, ray_cpus) -> None:
+    """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
+    from deploy_res.validation import validate
+
+    overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
+                 "cosine_mean": min_mean_cosine, "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
+    with _progress(ctx, f"validating {Path(artifact).name}") as progress:
+        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer,
+                          skip_bad=skip_bad_files, ray=ray or bool(ray_address), ray_address=ray_address, actors=actors, ray_cpus=ray_cpus,
+                          progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
+    if result["inputs"].get("skipped"):
+        ctx.console.print(f"skipped {len(result['inputs']['skipped'])} undecodable file(s): {', '.join(result['inputs']['skipped'][:5])}")
+    for note in result.get("notes", []):
+        ctx.console.print(f"[dim]{note}[/]")
+    _print_validation(ctx, result)
+    if per_layer:
+        _print_sensitivity(ctx, result["sensitivity"], top)
+    if not result["passed"]:
+        raise ValidationFailed(f"{Path(artifact).name} FAILED validation: {'; '.join(result['failed'])}")
