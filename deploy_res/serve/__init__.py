@@ -1,6 +1,8 @@
 """Serving: hand deployres' verified engines to existing servers (Triton Inference Server).
 
-:func:`triton` writes a Triton model repository (:mod:`.triton`); :mod:`.runtime`
+:func:`triton` writes a Triton model repository (:mod:`.triton`: it reads each engine in
+:mod:`.triton_engine`, decides its config in :mod:`.triton_config`, writes it in
+:mod:`.triton_writer` and, asked to, serves and compares it in :mod:`.triton_check`); :mod:`.runtime`
 is what runs inside Triton's Python backend; :mod:`.server` starts the
 ``tritonserver`` that the ``nvidia-pytriton`` wheel bundles, for tests and
 local checks; :mod:`.load` measures a served model under concurrency.

@@ -17,7 +17,8 @@ from deploy_res.core.files import sha256_file
 from deploy_res.core.manifest import write_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.serve import triton
-from deploy_res.serve.triton import LINEAGE_FILE, TRITON_TYPES
+from deploy_res.serve.triton_engine import TRITON_TYPES
+from deploy_res.serve.triton_writer import LINEAGE_FILE
 
 from serve_helpers import copy_engine
 
@@ -228,7 +229,8 @@ def test_batch_range_triton_cannot_express(served_engine, tmp_path):
 
 def test_fixed_batch_graph_is_served_without_batching(tmp_path):
     """A graph whose batch axis is fixed: max_batch_size 0 and full dims; with a batch range above it, refused."""
-    from deploy_res.serve.triton import Engine, Tensor, _batching, _dims
+    from deploy_res.serve.triton_config import _batching, _dims
+    from deploy_res.serve.triton_engine import Engine, Tensor
 
     engine = Engine(tmp_path / "m.onnx", "", {"batch_range": {"min": 1, "opt": 1, "max": 1}}, "onnxruntime", "cpu", "fp32", tmp_path,
                     [Tensor("x", 1, (1, 3, 8, 8))], [Tensor("y", 1, (1, 10))], {}, {})
