@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import deploy_res.profiling as profiling
+import deploy_res.profiling.run as profiling_run
 from deploy_res.cli import cli
 from deploy_res.reports.schema import SCHEMA, validate
 
@@ -53,13 +54,13 @@ def test_profile_measures_reports_and_keeps_the_unloadable(artifacts, tmp_path):
 
 def test_ctrl_c_still_writes_what_was_measured(artifacts, tmp_path, monkeypatch):
     onnx, _ = artifacts
-    real = profiling.interleaved
+    real = profiling_run.interleaved
 
     def interrupted(entries, batches, **kwargs):
         real(entries, batches[:1], **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(profiling, "interleaved", interrupted)
+    monkeypatch.setattr(profiling_run, "interleaved", interrupted)
     report = profiling.profile([onnx], output_dir=tmp_path, **FAST)
     written = json.loads((tmp_path / "profile.json").read_text())
     assert report["status"] == written["status"] == "interrupted"
