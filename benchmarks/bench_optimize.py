@@ -1,8 +1,10 @@
 """Does pre-optimising the ONNX pay off on ONNX Runtime's CPU provider? (Not a test.)
 
 For each model and batch size, three sessions run side by side, interleaved
-round by round (the order rotates each round, so drift and caches hit all
-three alike):
+in settled blocks (:func:`deploy_res.core.timing.interleave`: a 50 ms pause,
+then 0.2 s of back-to-back runs, round-robin), so drift hits all three alike
+and no figure depends on the session that ran before it (ONNX Runtime's pool
+threads spin after a run, FACTS.md):
 
   A. raw export          at ORT_ENABLE_ALL   (the baseline)
   B. optimised file      at ORT_ENABLE_ALL   (must not be slower than A: ratio <= 1.02)
@@ -36,6 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy_res.core.numerics import cpu_session
+from deploy_res.core.timing import interleave
+
 DEFAULT_MODELS = ("resnet50", "resnet152", "resnext50_32x4d")
 VARIANTS = (
     ("A raw @ ENABLE_ALL", "raw", "ORT_ENABLE_ALL"),
@@ -68,15 +73,8 @@ def export_raw(name: str, path: Path, size: int, exporter: str) -> None:
 
 
 def make_session(path: Path, level: str, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
     start = time.perf_counter()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, level, threads=threads)
     return session, time.perf_counter() - start
 
 
@@ -109,17 +107,10 @@ def bench_model(name: str, args, workdir: Path) -> list[dict]:
         feeds = {"input": rng.standard_normal((batch, 3, args.size, args.size)).astype(np.float32)}
         outputs = {label: session.run(None, feeds)[0] for label, session in sessions.items()}
         reference = outputs[VARIANTS[0][0]]
-        for _ in range(args.warmup):
-            for session in sessions.values():
-                session.run(None, feeds)
-        latencies = {label: [] for label in sessions}
+        calls = {label: (lambda s=session: s.run(None, feeds)) for label, session in sessions.items()}
+        latencies = {label: [ms / 1e3 for ms in times]
+                     for label, times in interleave(calls, iterations=args.repeats, warmup=args.warmup).items()}
         labels = list(sessions)
-        for round_ in range(args.repeats):
-            shift = round_ % len(labels)
-            for label in labels[shift:] + labels[:shift]:
-                start = time.perf_counter()
-                sessions[label].run(None, feeds)
-                latencies[label].append(time.perf_counter() - start)
         base = statistics.median(latencies[labels[0]])
         for label in labels:
             values = sorted(latencies[label])
