@@ -29,11 +29,11 @@ int8-ort >= 3.3x fp32 at batch 8.
 process: the cross-check that a side-by-side ratio equals the engines timed
 alone, each in its own process.
 
-Measured (2026-11-27, 2 threads, 40 rounds; img/s and ratio to FP32):
+Measured (img/s and ratio to FP32, batch 1 / batch 8; benchmarks/results/bench_int8.md):
 
-  Intel Xeon (AVX-512 VNNI, AMX), ORT 1.30   fp32 25.3 / 30.5   int8-ort 75.4 (2.98x) / 102.3 (3.35x)   int8-trt 0.53x / 0.52x
-  AMD EPYC, AVX2 only (no VNNI), ORT 1.32    fp32 16.7 / 15.6   int8-ort 31.4 (1.88x) / 33.7 (2.16x)    int8-trt 0.65x / 0.66x
-  (batch 1 / batch 8; the AVX2 machine was shared and noisy: compare its ratios only)
+  Intel Xeon (AVX-512 VNNI, AMX), ORT 1.32, 2026-11-30, settled blocks   fp32 29.0 / 34.2   int8-ort 77.8 (2.69x) / 104.7 (3.06x)   int8-trt 0.51x / 0.50x
+    the same engines each alone in its own process:                         int8-ort 3.13x / 2.94x
+  AMD EPYC, AVX2 only (no VNNI), ORT 1.32, 2026-11-27, old round-robin      int8-ort 1.88x / 2.16x
 
 All 53 convolutions, 16 residual Adds, the pool and the classifier run as integer kernels in
 int8-ort; int8-trt keeps 53 float Convs fed by 162 DequantizeLinear nodes on ORT's CPU provider
