@@ -1,4 +1,4 @@
-"""ResNet-50 INT8 against FP32 on real photos, both Q/DQ emitters, ONNX Runtime CPU.
+"""ResNet-50 INT8 against FP32 on real photos, both Q/DQ emitters, ONNX Runtime CPU (and OpenVINO on the ``onnxruntime`` layout).
 
 The network has random weights with BatchNorm statistics re-estimated on 32
 random crops of scikit-image's photos; it is calibrated (default method) on
@@ -93,7 +93,20 @@ def test_int8_logits_follow_fp32_for_both_emitters(tmp_path, crops, variant):
             assert check_tensorrt_qdq_placement(qdq) == []
         out = run_onnx(qdq, crops["eval"], batch=16)
         results[target] = (mean_cosine(out, reference), float(np.mean(out.argmax(1) == reference.argmax(1))))
+        if target == "onnxruntime" and gain is not None:  # OpenVINO's INT8 engine is built from this very file
+            out = _run_openvino(qdq, tmp_path / "resnet50.int8.onnxruntime.onnx", crops["eval"])
+            results["openvino"] = (mean_cosine(out, reference), float(np.mean(out.argmax(1) == reference.argmax(1))))
     summary = ", ".join(f"{t}: cosine {c:.4f}, top-1 agreement {a:.2f}" for t, (c, a) in results.items())
     print(f"ResNet-50 ({variant}), {DEFAULT_METHOD} calibration {calibration_s:.1f} s; {summary}")
     for target, (cosine, _) in results.items():
         assert cosine >= floor, f"{target}: INT8 mean logit cosine {cosine:.4f} < {floor} ({summary})"
+
+
+def _run_openvino(qdq: onnx.ModelProto, path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The Q/DQ ONNX compiled by OpenVINO (its INT8 kernels), through deployres' OpenVINO backend."""
+    from deploy_res.engines import get_backend
+
+    onnx.save(qdq, str(path))
+    with get_backend("openvino").load(path, threads=2) as runner:
+        name, output = runner.inputs[0].name, runner.outputs[0].name
+        return np.concatenate([runner.run({name: inputs[i:i + batch]})[output] for i in range(0, len(inputs), batch)])
