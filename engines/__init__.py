@@ -80,7 +80,11 @@ def backend_of(artifact: str | Path) -> str:
     return "tensorrt" if str(artifact).endswith((".plan", ".engine", ".trt")) else "onnxruntime"
 
 
-def load_engine(artifact: str | Path, **options: Any) -> Runner:
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+"""Backends that run a plain ONNX file directly (``load_engine(path, backend=...)``)."""
+
+
+def load_engine(artifact: str | Path, backend: Optional[str] = None, **options: Any) -> Runner:
     """Load any artifact the pipeline writes (ONNX file, ONNX Runtime engine, OpenVINO IR, TensorRT plan) into a runner.
 
     Use it as ``with load_engine(path) as runner:`` (the runner closes on
@@ -89,6 +93,11 @@ def load_engine(artifact: str | Path, **options: Any) -> Runner:
 
     An engine (an artifact with a ``build-engine`` manifest) must match the sha256 its manifest recorded, else
     a one-line error naming it: the manifest's CPU, source and lineage would describe another file.
+
+    ``backend`` (default: the artifact's own, :func:`backend_of`) runs a plain
+    ONNX file (raw, optimised, FP16 or Q/DQ) on one of :data:`ONNX_BACKENDS`
+    instead of ONNX Runtime; an engine always runs on the backend it was built
+    for, so naming another is a one-line error.
     """
     artifact = Path(artifact)
     if not artifact.is_file():
@@ -97,6 +106,14 @@ def load_engine(artifact: str | Path, **options: Any) -> Runner:
     if manifest.get("stage") == "build-engine":
         verify_record(artifact, manifest.get("artifact"), "engine", "rebuild it with `deployres build-engine`")
     name = backend_of(artifact)
+    if backend is not None and backend != name:
+        if manifest.get("engine") or artifact.suffix != ".onnx":
+            raise DeployResError(f"{artifact.name} is a {name} engine and runs on {name} only; --backend {backend} is for plain ONNX files "
+                                 f"(or build one: deployres build-engine --backend {backend})")
+        if backend not in ONNX_BACKENDS:
+            raise DeployResError(f"--backend {backend} does not run an ONNX file directly; choose {' or '.join(ONNX_BACKENDS)}, "
+                                 f"or build an engine: deployres build-engine --backend {backend}")
+        name = backend
     return get_backend(name).load(artifact, **options)
 
 
@@ -133,6 +150,6 @@ def companions(engine_path: str | Path, backend: str) -> tuple[list[str], list[P
     return [engine_path.with_suffix(".bin").name], [cache_dir_of(engine_path)]
 
 
-__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "PRECISIONS", "Backend", "BuildResult", "LayerCounters", "LayerProfilerHost", "Runner", "RunnerBase",
+__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "ONNX_BACKENDS", "PRECISIONS", "Backend", "BuildResult", "LayerCounters", "LayerProfilerHost", "Runner", "RunnerBase",
            "TensorInfo", "TraceProfiler", "backend_of", "companions", "cpu_fingerprint", "get_backend", "load_engine", "missing_bf16_isa",
            "qdq_layout", "unavailable"]

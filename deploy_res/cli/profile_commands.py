@@ -30,9 +30,10 @@ from deploy_res.core.errors import DeployResError
 @click.option("--concurrency", "concurrency", default="1,2,4,8", callback=lambda c, p, v: _level_list(v), help="With --server: concurrent clients per level, comma-separated.")
 @click.option("--server-duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="With --server: timed seconds per concurrency level.")
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", help="With --server: the client protocol.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
 @pass_ctx
 def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iterations, threads, with_torch, torch_modes,
-                    validation_files, layer_iterations, output_dir, server, server_models, concurrency, server_duration_s, protocol) -> None:
+                    validation_files, layer_iterations, output_dir, server, server_models, concurrency, server_duration_s, protocol, backend) -> None:
     """Measure and compare ARTIFACT... (ONNX files, ONNX Runtime engines, TensorRT plans) interleaved.
 
     \b
@@ -58,7 +59,7 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
     report = profile(artifacts, batches=batches, warmup_s=warmup_s, duration_s=duration_s or 5.0, iterations=iterations,
                      threads=threads, torch_modes=modes, validation_results=read_validation_files(validation_files),
                      output_dir=output_dir, layer_iterations=layer_iterations, quiet=ctx.quiet, console=ctx.console,
-                     server=server, server_models=server_models, concurrency=concurrency, server_duration_s=server_duration_s, protocol=protocol)
+                     server=server, server_models=server_models, concurrency=concurrency, server_duration_s=server_duration_s, protocol=protocol, backend=backend)
     # The table is the command's result: printed with --quiet too (which hides the progress bar).
     console = ctx.console if not ctx.quiet else Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     for row in report["artifacts"]:

@@ -28,10 +28,11 @@ from deploy_res.core.errors import ValidationFailed
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
 @click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
 @_ray_options
 @pass_ctx
 def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
-                     min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, ray, ray_address, actors, ray_cpus) -> None:
+                     min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, backend, ray, ray_address, actors, ray_cpus) -> None:
     """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
     from deploy_res.validation import validate
 
@@ -40,7 +41,7 @@ def validate_command(ctx: Context, artifact, reference, reference_weights, data,
     with _progress(ctx, f"validating {Path(artifact).name}") as progress:
         result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer,
                           skip_bad=skip_bad_files, ray=ray or bool(ray_address), ray_address=ray_address, actors=actors, ray_cpus=ray_cpus,
-                          progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
+                          backend=backend, progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
     if result["inputs"].get("skipped"):
         ctx.console.print(f"skipped {len(result['inputs']['skipped'])} undecodable file(s): {', '.join(result['inputs']['skipped'][:5])}")
     for note in result.get("notes", []):

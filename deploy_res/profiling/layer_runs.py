@@ -36,7 +36,7 @@ def _profile_layers(entry: Entry, batches: Sequence[int], iterations: int, threa
             from deploy_res.engines import load_engine
             from deploy_res.profiling.layers import onnx_scopes, profile_openvino_layers
 
-            with load_engine(entry.path, threads=threads, perf_count=True) as runner:
+            with load_engine(entry.path, backend="openvino", threads=threads, perf_count=True) as runner:
                 per_batch = profile_openvino_layers(runner, {b: entry.feeds[b] for b in measured}, iterations, onnx_scopes(entry.path))
             entry.info["layers"] = {"source": "openvino performance counters", "note": LAYER_NOTE_OV, "trace": None,
                                     "batches": [{"batch": b, **per_batch[b]} for b in measured if b in per_batch]}

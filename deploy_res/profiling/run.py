@@ -23,7 +23,7 @@ def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), wa
             layer_iterations: int = 10, write: bool = True, quiet: bool = True, console=None,
             progress: Optional[Callable[[str, float], None]] = None, server: Optional[str | Path] = None,
             server_models: Sequence[str] = (), concurrency: Sequence[int] = (1, 2, 4, 8), server_duration_s: float = 5.0,
-            protocol: str = "http") -> dict[str, Any]:
+            protocol: str = "http", backend: Optional[str] = None) -> dict[str, Any]:
     """Profile ``artifacts`` (paths to ONNX files, ONNX Runtime engines, TensorRT plans) and write the reports.
 
     ``torch_modes``: any of ``"eager"``, ``"compile"``: the PyTorch original named in
@@ -39,7 +39,8 @@ def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), wa
     (:func:`deploy_res.profiling.served.profile_server`) with ``server_models`` (default: all),
     ``concurrency`` levels, ``server_duration_s`` seconds per level and ``protocol``
     (``http`` or ``grpc``); the section is ``served`` (with ``error`` when the server could not
-    be measured).
+    be measured). ``backend`` (``onnxruntime`` or ``openvino``) runs plain ONNX artifacts on that
+    backend instead of ONNX Runtime; engines always run on their own.
 
     Returns the report (see :mod:`deploy_res.reports.schema` for its schema), with
     ``report_paths`` added when written.
@@ -85,7 +86,7 @@ def profile(artifacts: Sequence[str | Path], batches: Sequence[int] = (1, 8), wa
                 manifests[entry.label] = manifest
                 entries.append(entry)
                 display.phase(f"loading {entry.label}")
-                _load(entry, lambda p=path: _load_engine(p, threads), batches)
+                _load(entry, lambda p=path: _load_engine(p, threads, backend), batches)
             first_manifest = manifests[entries[0].label] if entries else None
             for mode in torch_modes:
                 entry = Entry(label=TORCH_LABELS[mode], kind="torch", info={"mode": mode})

@@ -18,11 +18,14 @@ def _unique(label: str, entries: Sequence[Entry]) -> str:
     return candidate
 
 
-def _load_engine(path: Path, threads: Optional[int]):
-    from deploy_res.engines import backend_of, load_engine
+def _load_engine(path: Path, threads: Optional[int], backend: Optional[str] = None):
+    """``path`` loaded for timing; ``backend`` runs a plain ONNX file on that backend (see ``load_engine``)."""
+    from deploy_res.engines import ONNX_BACKENDS, backend_of, load_engine
 
+    if backend is not None:
+        return load_engine(path, backend=backend, threads=threads)
     backend = backend_of(path)
-    if backend in ("onnxruntime", "openvino"):
+    if backend in ONNX_BACKENDS:
         return load_engine(path, threads=threads)
     if backend == "tensorrt":
         from deploy_res.engines import unavailable

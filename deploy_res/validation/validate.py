@@ -57,12 +57,13 @@ class ValidateWorker:
     """
 
     def __init__(self, artifact: str, reference: Optional[str] = None, reference_weights: Optional[str] = None,
-                 input_shape: Optional[tuple] = None, threads: Optional[int] = None) -> None:
-        from deploy_res.engines import backend_of, load_engine
+                 input_shape: Optional[tuple] = None, threads: Optional[int] = None, backend: Optional[str] = None) -> None:
+        from deploy_res.engines import ONNX_BACKENDS, backend_of, load_engine
 
         manifest = read_manifest(artifact) or {}
         self.reference = resolve_reference(manifest, reference, reference_weights)
-        self.runner = load_engine(artifact, **({"threads": threads} if threads and backend_of(artifact) == "onnxruntime" else {}))
+        runs_on = backend or backend_of(artifact)
+        self.runner = load_engine(artifact, backend=backend, **({"threads": threads} if threads and runs_on in ONNX_BACKENDS else {}))
         self.info = self.runner.inputs[0]
         self.input_shape = tuple(input_shape) if input_shape else None
         self.name = Path(artifact).name
@@ -106,6 +107,7 @@ def validate(
     ray_address: Optional[str] = None,
     actors: Optional[int] = None,
     ray_cpus: Optional[int] = None,
+    backend: Optional[str] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     on_note: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
@@ -125,7 +127,8 @@ def validate(
     from :func:`deploy_res.scale.ray_data.plan_actors`): every metric is
     merged exactly, so the result holds the same numbers as in one process,
     plus an ``execution`` block. ``progress(done, total)`` is called after
-    each batch.
+    each batch. ``backend`` (``onnxruntime`` or ``openvino``) runs a plain ONNX
+    artifact on that backend (default: ONNX Runtime); an engine runs on its own.
     """
     from deploy_res.engines import backend_of
 
@@ -136,7 +139,7 @@ def validate(
     precision = precision_of(artifact, manifest)
     if ray and per_layer:
         raise DeployResError("--per-layer runs in one process (it keeps every input); drop --ray for it")
-    with ValidateWorker(str(artifact), reference, reference_weights) as worker:  # closed on the way out, also on an error
+    with ValidateWorker(str(artifact), reference, reference_weights, backend=backend) as worker:  # closed on the way out, also on an error
         ref, runner, info = worker.reference, worker.runner, worker.info
         input_shape = tuple(manifest.get("input", {}).get("shape", [None, *info.shape[1:]])[1:])
         if any(not isinstance(d, int) for d in input_shape):
@@ -169,7 +172,8 @@ def validate(
                     on_note(f"Ray: {plan.describe()}")
 
             worker.close()  # the actors load their own; this copy only checked the artifact and the reference
-            kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape}
+            kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape,
+                      "backend": backend}
             with ray_session(ray_address, ray_cpus):
                 for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, skip_bad, str(data), actors, on_plan):
                     collect(state, batch_skipped)
@@ -198,7 +202,7 @@ def validate(
             "schema_version": RESULT_SCHEMA_VERSION,
             "artifact": str(artifact),
             "artifact_sha256": file_record(artifact)["sha256"],
-            "backend": backend_of(artifact),
+            "backend": backend or backend_of(artifact),
             "device": device,
             "precision": precision,
             "notes": notes,

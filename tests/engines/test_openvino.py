@@ -174,3 +174,25 @@ def test_profile_reports_openvino_beside_onnxruntime(exported, fp32_engine, tmp_
     assert (ort["backend"], ov["backend"]) == ("onnxruntime", "openvino") and ov["precision"] == "fp32" and ov["measured"]
     assert ov["layers"]["source"] == "openvino performance counters"
     assert {row["stage"] for row in ov["layers"]["batches"][0]["by_stage"]} >= {"stem", "stage1", "head"}
+
+
+def test_validate_and_profile_run_a_plain_onnx_on_openvino(exported, tmp_path):
+    """`--backend openvino` runs the plain export in OpenVINO: validated against PyTorch at FP32 limits, profiled beside ORT."""
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", str(exported.onnx_path), "--backend", "openvino", "--samples", "8", "--json", str(tmp_path / "v.json")])
+    assert result.exit_code == 0, result.output
+    validation = json.loads((tmp_path / "v.json").read_text())
+    assert validation["backend"] == "openvino" and validation["precision"] == "fp32" and validation["passed"]
+    result = runner.invoke(cli, ["profile", str(exported.onnx_path), "--backend", "openvino", "--batch", "1", "--iterations", "2",
+                                 "--warmup-s", "0", "--layer-iterations", "1", "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"]
+    assert entry["backend"] == "openvino" and entry["measured"] and entry["layers"]["source"] == "openvino performance counters"
+
+
+def test_an_engine_runs_only_on_its_own_backend(exported, tmp_path):
+    engine = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True).engine
+    result = CliRunner().invoke(cli, ["validate", str(engine), "--backend", "openvino", "--samples", "4"])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "onnxruntime engine" in line and "--backend openvino is for plain ONNX files" in line
