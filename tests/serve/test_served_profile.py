@@ -75,9 +75,10 @@ def test_profile_server_reports_each_concurrency_level(repository, served_engine
         assert level["throughput"] > 0 and level["requests_per_s"] == pytest.approx(level["throughput"])
         assert 0 < level["min_ms"] <= level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"] <= level["max_ms"]
         stats = level["server"]
-        # Triton's statistics: every request answered was one inference (plus at most one per client still in
-        # flight when the level's clock stopped), and the batch sizes add up to them.
-        assert level["requests"] <= stats["inferences"] <= level["requests"] + level["concurrency"]
+        # Triton's statistics: every request answered was one inference, up to one per client either way (a request
+        # still in flight when the level's clock stopped, or answered before the server booked it in its
+        # statistics), and the batch sizes add up to them.
+        assert abs(stats["inferences"] - level["requests"]) <= level["concurrency"], (stats, level)
         assert sum(b["batch_size"] * b["executions"] for b in stats["batch_sizes"]) == stats["inferences"]
         assert sum(b["executions"] for b in stats["batch_sizes"]) == stats["executions"]
         assert stats["samples_per_execution"] == pytest.approx(stats["inferences"] / stats["executions"])
