@@ -143,8 +143,8 @@ def _check(model: Union[onnx.ModelProto, str]) -> None:
         raise ValidationFailed(f"the optimised graph fails the ONNX checker: {first_line(exc)}") from None
 
 
-def _without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
-    """``model`` with its large initializers turned into graph inputs of the same type and shape (their bytes untouched)."""
+def _shell(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.GraphProto, onnx.GraphProto]:
+    """A copy of ``model`` without its initializers: ``(copy, model's graph, copy's graph)``; callers add the weights."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
@@ -153,6 +153,12 @@ def _without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.Mode
     graph.name = source.name
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
         getattr(graph, field).extend(getattr(source, field))
+    return light, source, graph
+
+
+def _without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """``model`` with its large initializers turned into graph inputs of the same type and shape (their bytes untouched)."""
+    light, source, graph = _shell(model)
     for tensor in source.initializer:
         if _raw_nbytes(tensor) <= threshold or tensor.data_location == onnx.TensorProto.EXTERNAL:
             graph.initializer.append(tensor)
@@ -217,14 +223,7 @@ def _run_light(
 
 def _split_weights(model: onnx.ModelProto, threshold: int = 1024) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """A copy of ``model`` whose initializers above ``threshold`` bytes are external stubs, and their values."""
-    light = onnx.ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    source, graph = model.graph, light.graph
-    graph.name = source.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field).extend(getattr(source, field))
+    light, source, graph = _shell(model)
     arrays: dict[str, np.ndarray] = {}
     for tensor in source.initializer:
         size = _raw_nbytes(tensor)
