@@ -17,7 +17,7 @@ from deploy_res.cli import cli
 from deploy_res.core.files import manifest_path, matches_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.precision import calibration
+from deploy_res.engines.precision import calibration_cache
 from deploy_res.engines.precision.calibration import calibrate
 
 SIZE = (3, 32, 32)
@@ -128,7 +128,7 @@ def _edit_cache(cache, change, forge_digest=False):
     data = json.loads(cache.read_text())
     change(data["ranges"])
     if forge_digest:
-        data["sha256"] = calibration.content_digest(data)
+        data["sha256"] = calibration_cache.content_digest(data)
     cache.write_text(json.dumps(data))
 
 
@@ -137,11 +137,11 @@ def test_cache_carries_a_digest_over_its_content(tiny, tmp_path):
     cache = tmp_path / "calib.json"
     first = calibrate(path, data, method="minmax", cache_path=cache, quiet=True)
     stored = json.loads(cache.read_text())
-    assert stored["sha256"] == calibration.content_digest(stored) and stored["schema"] == calibration.CACHE_SCHEMA
+    assert stored["sha256"] == calibration_cache.content_digest(stored) and stored["schema"] == calibration_cache.CACHE_SCHEMA
     assert calibrate(path, data, method="minmax", cache_path=cache, quiet=True).from_cache
     # ranges edited x1000: the digest no longer holds, the ranges are recomputed
     _edit_cache(cache, lambda ranges: [pair.__setitem__(1, pair[1] * 1000) for pair in ranges.values()])
-    assert "sha256 check" in calibration.explain_cache_miss(cache, first.key)
+    assert "sha256 check" in calibration_cache.explain_cache_miss(cache, first.key)
     again = calibrate(path, data, method="minmax", cache_path=cache, quiet=True)
     assert not again.from_cache and "sha256 check" in again.replaced and again.tensors == first.tensors
     assert calibrate(path, data, method="minmax", cache_path=cache, quiet=True).from_cache

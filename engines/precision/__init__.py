@@ -5,7 +5,10 @@ precision an engine runs at is written into the ONNX it is built from:
 
 * :mod:`deploy_res.engines.precision.calibration` -- activation ranges over real data
   (ONNX Runtime's calibrators) with a cache keyed on model, method, data and
-  versions: :func:`calibrate`;
+  versions: :func:`calibrate`; the ranges and their cache
+  (:mod:`deploy_res.engines.precision.calibration_cache`) and the vectorised
+  entropy threshold search (:mod:`deploy_res.engines.precision.entropy`) are
+  modules of their own;
 * :mod:`deploy_res.engines.precision.qdq` -- one set of ranges, two Q/DQ emitters
   (``tensorrt``: symmetric int8, Q/DQ on Conv/Gemm inputs and residual skips;
   ``onnxruntime``: uint8 activations, int8 per-channel weights):

@@ -1,7 +1,7 @@
 """One set of calibrated ranges, two Q/DQ emitters.
 
 :func:`emit_qdq` writes QuantizeLinear/DequantizeLinear into a float ONNX
-from :class:`~deploy_res.engines.precision.calibration.Ranges`:
+from :class:`~deploy_res.engines.precision.calibration_cache.Ranges`:
 
 ``tensorrt`` (built here with onnx-graphsurgeon, so placement is exactly
 TensorRT's explicit-quantization guide):
@@ -52,7 +52,7 @@ import onnx_graphsurgeon as gs
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.onnx_io import load_onnx
 from deploy_res.core.residual import residual_adds
-from deploy_res.engines.precision.calibration import Ranges
+from deploy_res.engines.precision.calibration_cache import Ranges
 
 TARGETS = ("tensorrt", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "Gemm")

@@ -9,8 +9,10 @@ import onnx
 import pytest
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.precision import calibration
-from deploy_res.engines.precision.calibration import Ranges, calibrate, entropy_threshold
+from deploy_res.engines.precision import calibration, calibration_cache
+from deploy_res.engines.precision.calibration import calibrate
+from deploy_res.engines.precision.calibration_cache import Ranges
+from deploy_res.engines.precision.entropy import entropy_threshold
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_cache_is_reused_only_when_every_key_field_matches(digits_model, calib_d
     changed = calib_data.copy()
     changed[0, 0, 0, 0] += 1.0
     rebuilt = calibrate(digits_model.onnx_path, changed, method="minmax", cache_path=cache, quiet=True)
-    assert not rebuilt.from_cache and key()["data_sha256"] == calibration.data_fingerprint(changed)
+    assert not rebuilt.from_cache and key()["data_sha256"] == calibration_cache.data_fingerprint(changed)
     # fewer samples, other method, other options, other batch -> rebuilt each time
     assert not calibrate(digits_model.onnx_path, changed[:40], method="minmax", cache_path=cache, quiet=True).from_cache
     assert not calibrate(digits_model.onnx_path, changed[:40], method="percentile", cache_path=cache, quiet=True).from_cache
@@ -89,7 +91,7 @@ def test_cache_is_reused_only_when_every_key_field_matches(digits_model, calib_d
     data = json.loads(cache.read_text())
     data["key"]["versions"]["onnxruntime"] = "0.0.1"
     cache.write_text(json.dumps(data))
-    assert "versions" in calibration.explain_cache_miss(cache, calibration.cache_key(**_key_args(other, changed[:40])))
+    assert "versions" in calibration_cache.explain_cache_miss(cache, calibration_cache.cache_key(**_key_args(other, changed[:40])))
     assert not calibrate(other, changed[:40], method="percentile", options={"percentile": 99.9}, batch_size=4, cache_path=cache, quiet=True).from_cache
     # a corrupt cache is rebuilt, not trusted
     cache.write_text("{ not json")
@@ -103,7 +105,7 @@ def _key_args(model_path, data):
 
     options = calibration.resolve_options("percentile", {"percentile": 99.9})
     return dict(model_sha256=sha256_file(model_path), method="percentile", options=options,
-                data_sha256=calibration.data_fingerprint(data), samples=len(data), batch_size=4)
+                data_sha256=calibration_cache.data_fingerprint(data), samples=len(data), batch_size=4)
 
 
 def test_ranges_round_trip_through_json():

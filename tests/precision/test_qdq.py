@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.engines.precision.calibration import Ranges, calibrate
+from deploy_res.engines.precision.calibration import calibrate
+from deploy_res.engines.precision.calibration_cache import Ranges
 from deploy_res.engines.precision.qdq import emit_qdq, residual_skips
 from deploy_res.engines.precision.qdq_check import check_tensorrt_qdq_placement
 from precision_helpers import mean_cosine, run_onnx
