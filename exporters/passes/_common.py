@@ -15,6 +15,10 @@ import onnx_graphsurgeon as gs
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
+LIGHT_BYTES = 1024
+"""Constants above this size are left out of the copy that shape inference sees (only their shape matters);
+those up to it are compared by value when duplicate nodes are merged."""
+
 
 @dataclass
 class PassResult:
@@ -52,6 +56,12 @@ def float_constant(tensor: Any) -> Optional[np.ndarray]:
     if not isinstance(values, np.ndarray) or values.dtype.type not in FLOAT_DTYPES:
         return None
     return values
+
+
+def constant_nbytes(tensor: gs.Constant) -> int:
+    """A constant's size in bytes, read without loading its values."""
+    values = tensor._values  # noqa: SLF001 - LazyValues know their size without loading
+    return int(getattr(values, "nbytes", 0))
 
 
 def sole_consumer(graph: gs.Graph, tensor: gs.Tensor) -> Optional[gs.Node]:

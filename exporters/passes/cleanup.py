@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.exporters.passes import simplify
+from deploy_res.exporters.passes import merges, shapes
 from deploy_res.exporters.passes._common import PassResult, detach, is_standard, label, producer, replace_uses, same_shape
 
 FOLD_SIZE_LIMIT = 64 << 20
@@ -37,7 +37,8 @@ def cleanup(graph: gs.Graph) -> PassResult:
     2-D MatMul + bias Add fused into Gemm, duplicate nodes computed once;
     last, duplicate
     initializers merged and dead nodes removed. Graph inputs and output
-    names are never changed. See :mod:`deploy_res.exporters.passes.simplify`.
+    names are never changed. See :mod:`deploy_res.exporters.passes.shapes`
+    and :mod:`deploy_res.exporters.passes.merges`.
     """
     result = PassResult(details={})
     before = len(graph.nodes)
@@ -52,18 +53,18 @@ def cleanup(graph: gs.Graph) -> PassResult:
     for _ in range(MAX_ROUNDS):
         notes = PassResult()  # this round's reasons: a later round may fold what an earlier one had to leave
         reshaped = {
-            "shapes_folded": _fold_shapes(graph) + simplify.fold_shape_slices(graph),
+            "shapes_folded": _fold_shapes(graph) + shapes.fold_shape_slices(graph),
             "nodes_folded": _fold_constants(graph, result),
             "noops_removed": _remove_noops(graph),
-            "reshape_dims_copied": simplify.reshape_copy_dims(graph, notes),
-            "transposes_merged": simplify.merge_transposes(graph, notes),
-            "reshapes_merged": simplify.merge_reshapes(graph, notes),
-            "casts_merged": simplify.merge_casts(graph, notes),
-            "dense_to_gemm": simplify.matmul_add_to_gemm(graph, notes),
+            "reshape_dims_copied": shapes.reshape_copy_dims(graph, notes),
+            "transposes_merged": merges.merge_transposes(graph, notes),
+            "reshapes_merged": merges.merge_reshapes(graph, notes),
+            "casts_merged": merges.merge_casts(graph, notes),
+            "dense_to_gemm": merges.matmul_add_to_gemm(graph, notes),
         }
         kept = {
             "identity_dropout_removed": _remove_passthrough(graph, result),
-            "duplicate_nodes": simplify.merge_duplicates(graph, notes),
+            "duplicate_nodes": merges.merge_duplicates(graph, notes),
         }
         for key, count in {**reshaped, **kept}.items():
             result.details[key] += count
@@ -71,7 +72,7 @@ def cleanup(graph: gs.Graph) -> PassResult:
             break
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
         if any(reshaped.values()):
-            simplify.infer_shapes(graph)  # what folding made static may let the next round fold more
+            shapes.infer_shapes(graph)  # what folding made static may let the next round fold more
     result.skipped = list(dict.fromkeys(result.skipped + notes.skipped))  # a reason repeated by later rounds counts once
     result.details["duplicate_initializers"] = _dedupe_initializers(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -226,7 +227,7 @@ def _remove_noops(graph: gs.Graph) -> int:
         elif is_standard(node, "Reshape") or is_standard(node, "Squeeze"):
             same = x.shape is not None and all(isinstance(dim, int) for dim in x.shape) and same_shape(x, y)
         elif is_standard(node, "Transpose"):
-            same = simplify.is_identity_transpose(node)
+            same = merges.is_identity_transpose(node)
         else:
             continue
         if not same:
