@@ -9,10 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
+from cli_helpers import run_cli
 from scale_helpers import photo_folder, tiny_engine
 
-from deploy_res.cli import cli
 from deploy_res.core.files import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.data.inputs import load_inputs
@@ -28,10 +27,6 @@ def setup(tmp_path_factory):
     engine = tiny_engine(root / "model")
     labelled = photo_folder(root / "labelled", 21, classes=3)
     return engine, labelled, root
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_top_k_order_and_scores():
@@ -84,10 +79,10 @@ def test_bad_file_named_and_skipped_only_when_asked(setup, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(labelled / "class_0", data)
     (data / "broken.jpg").write_bytes(b"not an image")
-    result = _run("infer", engine, "--data", data, "-o", tmp_path / "p.parquet")
+    result = run_cli("infer", engine, "--data", data, "-o", tmp_path / "p.parquet")
     assert result.exit_code == 2 and "broken.jpg" in result.output and "--skip-bad-files" in result.output
     assert not list(tmp_path.glob("p.parquet*")) and not list(tmp_path.glob(".p.parquet*"))
-    result = _run("infer", engine, "--data", data, "-o", tmp_path / "p.parquet", "--skip-bad-files")
+    result = run_cli("infer", engine, "--data", data, "-o", tmp_path / "p.parquet", "--skip-bad-files")
     assert result.exit_code == 0, result.output
     assert "broken.jpg" in result.output
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 7
@@ -101,10 +96,10 @@ def test_engine_that_failed_validation_is_refused_unless_forced(setup, tmp_path)
     shutil.copy(str(engine) + ".json", str(copy) + ".json")
     verdict = {"artifact_sha256": file_record(copy)["sha256"], "passed": False, "failed": ["output 'logits': cosine_min 0.5 < 0.99"]}
     (tmp_path / f"{copy.name}.validation.json").write_text(json.dumps(verdict))
-    result = _run("infer", copy, "--data", labelled / "class_2", "-o", tmp_path / "p.parquet")
+    result = run_cli("infer", copy, "--data", labelled / "class_2", "-o", tmp_path / "p.parquet")
     assert result.exit_code == 2 and "FAILED validation" in result.output and "--force" in result.output
     assert not (tmp_path / "p.parquet").exists()
-    result = _run("infer", copy, "--data", labelled / "class_2", "-o", tmp_path / "p.parquet", "--force")
+    result = run_cli("infer", copy, "--data", labelled / "class_2", "-o", tmp_path / "p.parquet", "--force")
     assert result.exit_code == 0, result.output
     # A verdict about other bytes does not count.
     (tmp_path / f"{copy.name}.validation.json").write_text(json.dumps({**verdict, "artifact_sha256": "0" * 64}))

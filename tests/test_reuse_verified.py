@@ -10,10 +10,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import one_error_line, run_cli
 from graph_builders import conv_bn
 
-from deploy_res.cli import cli
 from deploy_res.core.files import manifest_path, matches_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
@@ -21,18 +20,6 @@ from deploy_res.engines.precision import calibration_cache
 from deploy_res.engines.precision.calibration import calibrate
 
 SIZE = (3, 32, 32)
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_error_line(result, exit_code=2):
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +53,14 @@ def _copy(path, folder):
 @pytest.mark.parametrize("damage", ["another_model", "truncated"])
 def test_tampered_prepared_graph_is_rebuilt(exported, tmp_path, damage):
     args = ["build-engine", exported.onnx_path, "--backend", "onnxruntime", "--fp16", "--onnx-only", "-o", tmp_path]
-    assert _run(*args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     prepared = tmp_path / "resnet18.portable.opt.onnx"
     convs = sum(n.op_type == "Conv" for n in onnx.load(str(prepared)).graph.node)
     if damage == "another_model":
         onnx.save(conv_bn(), str(prepared))  # another network, the manifest left as it was
     else:
         prepared.write_bytes(prepared.read_bytes()[:5000])
-    result = _run(*args)
+    result = run_cli(*args)
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "resnet18.portable.opt.onnx differs from the sha256 its manifest recorded: rebuilt it" in result.output
     assert matches_record(prepared, read_manifest(prepared)["artifact"])
@@ -84,9 +71,9 @@ def test_tampered_prepared_graph_is_rebuilt(exported, tmp_path, damage):
 
 def test_untouched_prepared_graph_is_reused(exported, tmp_path):
     args = ["build-engine", exported.onnx_path, "--backend", "onnxruntime", "--fp16", "--onnx-only", "-o", tmp_path]
-    assert _run(*args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     before = (tmp_path / "resnet18.portable.opt.onnx").stat().st_mtime_ns
-    second = _run(*args)
+    second = run_cli(*args)
     assert second.exit_code == 0 and "rebuilt" not in second.output
     assert (tmp_path / "resnet18.portable.opt.onnx").stat().st_mtime_ns == before
 
@@ -94,10 +81,10 @@ def test_untouched_prepared_graph_is_reused(exported, tmp_path):
 def test_tampered_optimised_input_is_refused_in_one_line(exported, tmp_path):
     copy = _copy(exported.optimized_path, tmp_path)
     onnx.save(conv_bn(), str(copy))
-    line = _one_error_line(_run("build-engine", copy, "--backend", "onnxruntime", "-o", tmp_path / "out"))
+    line = one_error_line(run_cli("build-engine", copy, "--backend", "onnxruntime", "-o", tmp_path / "out"))
     assert str(copy) in line and "sha256" in line
     copy.write_bytes(exported.optimized_path.read_bytes()[:3000])  # truncated: still one line, no protobuf traceback
-    line = _one_error_line(_run("build-engine", copy, "--backend", "onnxruntime", "-o", tmp_path / "out"))
+    line = one_error_line(run_cli("build-engine", copy, "--backend", "onnxruntime", "-o", tmp_path / "out"))
     assert "Traceback" not in line
 
 
@@ -109,7 +96,7 @@ def test_raw_export_behind_an_optimised_input_is_verified(exported, tmp_path):
     for record in (manifest["parent"], manifest["inputs"]["onnx"]):  # the link, as schema 2 and 1 spell it
         record["path"] = str(raw)  # names a file that is not what it was optimised from
     manifest_path(copy).write_text(json.dumps(manifest))
-    line = _one_error_line(_run("build-engine", copy, "--backend", "onnxruntime", "--fp16", "--onnx-only", "-o", tmp_path / "out"))
+    line = one_error_line(run_cli("build-engine", copy, "--backend", "onnxruntime", "--fp16", "--onnx-only", "-o", tmp_path / "out"))
     assert "raw export" in line and str(raw) in line and "sha256" in line
 
 
@@ -174,15 +161,15 @@ def test_build_engine_says_a_tampered_cache_was_recomputed(tiny, tmp_path):
     np.save(tmp_path / "calib.npy", data)
     args = ["build-engine", source, "--backend", "onnxruntime", "--int8", "--onnx-only", "--calib-data", tmp_path / "calib.npy",
             "--calib-samples", "16", "--calib-method", "minmax", "-o", tmp_path / "out"]
-    assert _run(*args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     cache = tmp_path / "out" / "tiny.calib-minmax.json"
     _edit_cache(cache, lambda ranges: [pair.__setitem__(1, pair[1] * 1000) for pair in ranges.values()])
-    result = _run(*args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert "fails its sha256 check" in result.output and "recomputed" in result.output
     calib = json.loads(manifest_path(tmp_path / "out" / "tiny.int8.onnxruntime.onnx").read_text())["calibration"]
     assert calib["cache_hit"] is False and "sha256" in calib["cache_replaced"]
-    assert "reused calibration cache" in _run(*args).output
+    assert "reused calibration cache" in run_cli(*args).output
 
 
 # ---------------------------------------------------------------- checkpoints and engines
@@ -195,12 +182,12 @@ def test_validate_refuses_a_changed_checkpoint_in_one_line(exported, tmp_path):
     weights = tmp_path / "w.pth"
     torch.save(load_model("resnet18", init_seed=2).module.state_dict(), weights)
     result = export("resnet18", tmp_path, weights=weights, input_size=SIZE, exporter="torchscript", optimize=False)
-    assert _run("validate", result.onnx_path, "--samples", 2).exit_code == 0
+    assert run_cli("validate", result.onnx_path, "--samples", 2).exit_code == 0
     torch.save(load_model("resnet18", init_seed=5).module.state_dict(), weights)  # same keys, other numbers
-    line = _one_error_line(_run("validate", result.onnx_path, "--samples", 2))
+    line = one_error_line(run_cli("validate", result.onnx_path, "--samples", 2))
     assert f"checkpoint {weights}" in line and "sha256" in line and "FAILED" not in line
     # profile --torch rebuilds the same reference: the torch entry is not measured, and says why
-    profiled = _run("profile", result.onnx_path, "--torch", "--torch-modes", "eager", "--iterations", 1, "--batch", 1,
+    profiled = run_cli("profile", result.onnx_path, "--torch", "--torch-modes", "eager", "--iterations", 1, "--batch", 1,
                     "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
     assert profiled.exit_code == 0, profiled.output
     rows = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"]
@@ -211,10 +198,10 @@ def test_validate_refuses_a_changed_checkpoint_in_one_line(exported, tmp_path):
 def test_engine_that_differs_from_its_manifest_is_refused(ort_engine, exported, tmp_path):
     engine = _copy(ort_engine, tmp_path)
     engine.write_bytes(exported.onnx_path.read_bytes())  # a loadable ONNX, but not the engine the manifest describes
-    line = _one_error_line(_run("validate", engine, "--samples", 2))
+    line = one_error_line(run_cli("validate", engine, "--samples", 2))
     assert f"engine {engine}" in line and "sha256" in line and "build-engine" in line
-    profiled = _run("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
-    line = _one_error_line(profiled)
+    profiled = run_cli("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
+    line = one_error_line(profiled)
     assert "nothing was measured" in line and "sha256" in line
 
 
@@ -227,11 +214,11 @@ def test_engine_from_another_cpu_is_a_printed_and_recorded_note(ort_engine, tmp_
     manifest_path(engine).write_text(json.dumps(manifest))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a note, not a Python UserWarning
-        result = _run("validate", engine, "--samples", 2, "--json", tmp_path / "v.json")
+        result = run_cli("validate", engine, "--samples", 2, "--json", tmp_path / "v.json")
         assert result.exit_code == 0, result.output
         assert "Some Other CPU" in result.output and "re-optimising" in result.output
         assert any("Some Other CPU" in note for note in json.loads((tmp_path / "v.json").read_text())["notes"])
-        profiled = _run("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
+        profiled = run_cli("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
     assert profiled.exit_code == 0, profiled.output
     assert "re-optimising" in profiled.output
     row = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"][0]
@@ -246,7 +233,7 @@ def test_engine_from_another_cpu_with_a_changed_source_is_refused(ort_engine, ex
     manifest["engine"]["cpu"] = {"machine": "x86_64", "model": "Some Other CPU", "isa": ["avx2"]}
     manifest["source"]["path"] = str(source)  # recorded sha256 is the real source's
     manifest_path(engine).write_text(json.dumps(manifest))
-    line = _one_error_line(_run("validate", engine, "--samples", 2))
+    line = one_error_line(run_cli("validate", engine, "--samples", 2))
     assert f"engine source {source}" in line and "sha256" in line
 
 
@@ -257,7 +244,7 @@ def test_per_layer_sources_are_verified(tiny, tmp_path):
     source = tmp_path / "tiny.onnx"
     shutil.copy(path, source)
     np.save(tmp_path / "calib.npy", data)
-    result = _run("build-engine", source, "--backend", "onnxruntime", "--int8", "--calib-data", tmp_path / "calib.npy",
+    result = run_cli("build-engine", source, "--backend", "onnxruntime", "--int8", "--calib-data", tmp_path / "calib.npy",
                   "--calib-samples", "16", "--calib-method", "minmax", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     engine = tmp_path / "out" / "tiny.int8.cpu.ort.onnx"

@@ -227,6 +227,20 @@ def _tiny_graph() -> onnx.ModelProto:
     return conv_bn(channels=4)
 
 
+def _new_graph_saver(source: Path):
+    """A function that saves a different tiny graph at ``source`` on each call (its weight shifted by the
+    call's index), so every pair a build from it writes is new."""
+    offsets = iter(range(1000))
+
+    def save() -> None:
+        graph = _tiny_graph()
+        weight = graph.graph.initializer[0]
+        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + next(offsets), weight.name))
+        onnx.save(graph, str(source))
+
+    return save
+
+
 def test_optimize_interrupted_at_every_step(tmp_path):
     from deploy_res.optimize import optimize_file
 
@@ -258,14 +272,10 @@ def test_build_engine_interrupted_at_every_step(tmp_path):
     source.parent.mkdir()
     out = tmp_path / "out"
     out.mkdir()
-    graphs = iter(range(1000))
+    save_new_graph = _new_graph_saver(source)
 
     def run():
-        # A different graph each run, so every pair the build writes is new.
-        graph = _tiny_graph()
-        weight = graph.graph.initializer[0]
-        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + next(graphs), weight.name))
-        onnx.save(graph, str(source))
+        save_new_graph()
         build_engine(source, out, backend="onnxruntime")
 
     steps = _interrupt_at_every_step(out, run)
@@ -302,13 +312,10 @@ def test_int8_build_interrupted_at_every_step(tmp_path):
     np.save(calib, np.random.default_rng(0).standard_normal((8, 4, 6, 6)).astype(np.float32))
     out = tmp_path / "out"
     out.mkdir()
-    graphs = iter(range(1000))
+    save_new_graph = _new_graph_saver(source)
 
     def run():
-        graph = _tiny_graph()
-        weight = graph.graph.initializer[0]
-        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + next(graphs), weight.name))
-        onnx.save(graph, str(source))
+        save_new_graph()
         build_engine(source, out, backend="onnxruntime", precision="int8", calib_data=calib, calib_samples=8)
 
     def caches():

@@ -9,6 +9,7 @@ exporter, which folds BatchNorm into the convolutions, with a dynamic batch.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +64,19 @@ def digits_model(tmp_path_factory) -> DigitsModel:
     finally:
         torch.set_num_threads(threads)
     return DigitsModel(path, train_x, test_x, test_y, accuracy, weights)
+
+
+@pytest.fixture(scope="module")
+def digits_folder(digits_model, tmp_path_factory) -> Path:
+    """A folder per test module with the network's factory (``digits_net:digits_resnet`` once the folder is on
+    ``sys.path``), ``calib.npz`` (256 training digits) and ``heldout.npz`` (the held-out digits with their labels)."""
+    folder = tmp_path_factory.mktemp("digits_pipeline")
+    (folder / "digits_net.py").write_text(textwrap.dedent("""
+        from deploy_res.models.resnet import BasicBlock, ResNet
+
+        def digits_resnet():
+            return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
+    """))
+    np.savez(folder / "calib.npz", inputs=digits_model.train_x[:256])
+    np.savez(folder / "heldout.npz", inputs=digits_model.test_x, labels=digits_model.test_y)
+    return folder

@@ -9,38 +9,16 @@ the manifest and compares on the labelled held-out digits (an ``.npz`` with
 from __future__ import annotations
 
 import re
-import textwrap
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from deploy_res.cli import cli
+from cli_helpers import run_cli
 
 
-@pytest.fixture(scope="module")
-def digits_pipeline(digits_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("digits_pipeline")
-    (folder / "digits_net.py").write_text(textwrap.dedent("""
-        from deploy_res.models.resnet import BasicBlock, ResNet
-
-        def digits_resnet():
-            return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
-    """))
-    np.savez(folder / "calib.npz", inputs=digits_model.train_x[:256])
-    np.savez(folder / "heldout.npz", inputs=digits_model.test_x, labels=digits_model.test_y)
-    return folder
-
-
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def test_validate_shows_real_accuracy_for_every_precision(digits_model, digits_pipeline, monkeypatch):
-    monkeypatch.syspath_prepend(str(digits_pipeline))
-    out = digits_pipeline / "out"
-    result = _invoke("export", "digits_net:digits_resnet", "--weights", digits_model.weights_path, "--input-size", "3,24,24",
-                     "--exporter", "torchscript", "--no-optimize", "-o", out)
+def test_validate_shows_real_accuracy_for_every_precision(digits_model, digits_folder, monkeypatch):
+    monkeypatch.syspath_prepend(str(digits_folder))
+    out = digits_folder / "out"
+    result = run_cli("export", "digits_net:digits_resnet", "--weights", digits_model.weights_path, "--input-size", "3,24,24",
+                     "--exporter", "torchscript", "--no-optimize", "-o", out, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     engines = {}
     for flag in ("", "--fp16", "--int8"):
@@ -48,12 +26,12 @@ def test_validate_shows_real_accuracy_for_every_precision(digits_model, digits_p
         if flag:
             args.append(flag)
         if flag == "--int8":
-            args += ["--calib-data", digits_pipeline / "calib.npz", "--calib-samples", "256"]
-        built = _invoke(*args)
+            args += ["--calib-data", digits_folder / "calib.npz", "--calib-samples", "256"]
+        built = run_cli(*args, catch_exceptions=False)
         assert built.exit_code == 0, built.output
         engines[flag or "fp32"] = re.findall(r"wrote (\S+\.ort\.onnx)", built.output)[-1]
     for precision, engine in engines.items():
-        result = _invoke("validate", engine, "--data", digits_pipeline / "heldout.npz", "--samples", len(digits_model.test_y))
+        result = run_cli("validate", engine, "--data", digits_folder / "heldout.npz", "--samples", len(digits_model.test_y), catch_exceptions=False)
         assert result.exit_code == 0, result.output
         line = next(l for l in result.output.splitlines() if l.startswith("top-1 accuracy:"))
         reference, artifact, drop = (float(v) for v in re.findall(r"([-\d.]+)%?", line.split(":", 1)[1])[:3])

@@ -10,10 +10,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import run_cli
 from onnx import numpy_helper
 
-from deploy_res.cli import cli
 from deploy_res.core.errors import DeployResError
 from deploy_res.export import export
 from deploy_res.validation import validate
@@ -47,10 +46,6 @@ def _copy_with_manifest(src, dst):
     return dst
 
 
-def _run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
-
-
 def test_metrics_on_known_values():
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
     got = np.array([[1.0, 2.0, 3.5], [1.0, 2.0, 3.0]])
@@ -71,7 +66,7 @@ def test_raw_and_optimised_onnx_pass(trained_like, tmp_path):
 
 
 def test_cli_exit_zero_and_table(trained_like, tmp_path):
-    result = _run("validate", trained_like.optimized_path, "--samples", 8, "--json", tmp_path / "v.json")
+    result = run_cli("validate", trained_like.optimized_path, "--samples", 8, "--json", tmp_path / "v.json", catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "max_rel_error" in result.output and "PASS" in result.output
 
@@ -97,7 +92,7 @@ def test_bn_folded_with_wrong_epsilon_fails(trained_like, tmp_path):
     folded = tmp_path / "bad_eps.opt.onnx"
     optimize_file(raw_bad, folded)  # the passes are faithful to the (wrong) graph they are given
     assert not any(n.op_type == "BatchNormalization" for n in onnx.load(str(folded)).graph.node)
-    result = _run("validate", folded, "--samples", 8)
+    result = run_cli("validate", folded, "--samples", 8, catch_exceptions=False)
     assert result.exit_code == 1
     assert "FAILED validation: output 'logits'" in result.output
 
@@ -108,7 +103,7 @@ def test_conv_weight_scaled_by_one_percent_fails(trained_like, tmp_path):
         init = next(i for i in model.graph.initializer if i.name == conv.input[1])
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.01), init.name))
     bad = _tamper(trained_like.optimized_path, tmp_path / "bad_w.opt.onnx", scale_one_conv)
-    result = _run("validate", bad, "--samples", 8)
+    result = run_cli("validate", bad, "--samples", 8, catch_exceptions=False)
     assert result.exit_code == 1 and "output 'logits': max_rel_error" in result.output
 
 
@@ -120,7 +115,7 @@ def test_nan_output_is_named(trained_like, tmp_path):
         values[3] = np.nan
         init.CopyFrom(numpy_helper.from_array(values, init.name))
     bad = _tamper(trained_like.optimized_path, tmp_path / "nan.opt.onnx", nan_bias)
-    result = _run("validate", bad, "--samples", 4)
+    result = run_cli("validate", bad, "--samples", 4, catch_exceptions=False)
     assert result.exit_code == 1 and "output 'logits': finite" in result.output
 
 
@@ -129,11 +124,11 @@ def test_missing_model_and_weights_are_one_line(trained_like, tmp_path):
     manifest = json.loads(art.with_name(art.name + ".json").read_text())
     manifest["model"]["weights"]["path"] = str(tmp_path / "gone.pth")
     art.with_name(art.name + ".json").write_text(json.dumps(manifest))
-    result = _run("validate", art)
+    result = run_cli("validate", art, catch_exceptions=False)
     assert result.exit_code == 2 and "weights" in result.output and "--reference" in result.output
     manifest["model"] = {"source": "not_a_model", "weights": None}
     art.with_name(art.name + ".json").write_text(json.dumps(manifest))
-    result = _run("validate", art)
+    result = run_cli("validate", art, catch_exceptions=False)
     assert result.exit_code == 2 and "cannot rebuild the manifest's model 'not_a_model'" in result.output
 
 
