@@ -15,6 +15,7 @@ backend facts other stages need (:func:`cpu_fingerprint`,
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -28,46 +29,40 @@ BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "openvino": ".ov.xml", "tensorrt": ".plan"}
 
 
+_BACKEND_CLASSES = {"onnxruntime": ("deploy_res.engines.onnxruntime.backend", "OnnxRuntimeBackend", False),
+                    "openvino": ("deploy_res.engines.openvino.backend", "OpenVINOBackend", True),
+                    "tensorrt": ("deploy_res.engines.tensorrt.backend", "TensorRTBackend", True)}
+"""name: (its module, imported only when asked for, as a backend's own package may be missing here; its class;
+whether ``get_backend(name)`` checks that it can run here, failing with the reason and the module's ``INSTEAD``)."""
+
+
+def _module(name: str):
+    """The module of the backend called ``name`` (not ``auto``); an unknown name is a one-line error."""
+    if name not in _BACKEND_CLASSES:
+        raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(_BACKEND_CLASSES[name][0])
+
+
+def _backend(name: str) -> Backend:
+    """A new backend called ``name`` (not ``auto``)."""
+    return getattr(_module(name), _BACKEND_CLASSES[name][1])()
+
+
 def get_backend(name: str = "auto") -> Backend:
     """The backend called ``name``; ``auto`` = TensorRT if it can run here, else ONNX Runtime."""
-    from deploy_res.engines.onnxruntime import OnnxRuntimeBackend
-    from deploy_res.engines.tensorrt import TensorRTBackend
-
     if name == "auto":
-        tensorrt = TensorRTBackend()
-        return tensorrt if tensorrt.available() is None else OnnxRuntimeBackend()
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend()
-    if name == "openvino":
-        from deploy_res.engines.openvino import OpenVINOBackend
-
-        backend = OpenVINOBackend()
-        reason = backend.available()
-        if reason:
-            raise DeployResError(f"--backend openvino cannot run here: {reason}; use --backend onnxruntime")
-        return backend
-    if name == "tensorrt":
-        backend = TensorRTBackend()
-        reason = backend.available()
-        if reason:
-            from deploy_res.engines.tensorrt.backend import INSTEAD
-
-            raise DeployResError(f"--backend tensorrt cannot run here: {reason}; {INSTEAD}")
-        return backend
-    raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        tensorrt = _backend("tensorrt")
+        return tensorrt if tensorrt.available() is None else _backend("onnxruntime")
+    backend = _backend(name)
+    reason = backend.available() if _BACKEND_CLASSES[name][2] else None
+    if reason:
+        raise DeployResError(f"--backend {name} cannot run here: {reason}; {_module(name).INSTEAD}")
+    return backend
 
 
 def unavailable(name: str) -> Optional[str]:
     """``None`` if backend ``name`` can build and run here, else the one-line reason it cannot (nothing raised)."""
-    if name == "onnxruntime":
-        from deploy_res.engines.onnxruntime import OnnxRuntimeBackend as cls
-    elif name == "openvino":
-        from deploy_res.engines.openvino import OpenVINOBackend as cls
-    elif name == "tensorrt":
-        from deploy_res.engines.tensorrt import TensorRTBackend as cls
-    else:
-        raise DeployResError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return cls().available()
+    return _backend(name).available()
 
 
 def backend_of(artifact: str | Path) -> str:

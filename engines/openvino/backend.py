@@ -72,13 +72,15 @@ BF16_ISA = ("avx512_bf16", "amx_bf16")
 
 _HINT_VALUES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+INSTEAD = "use --backend onnxruntime"
+"""What to use where OpenVINO cannot run."""
 
 
 def _ov():
     try:
         import openvino
     except ImportError:
-        raise DeployResError("OpenVINO is not installed (pip install openvino); use --backend onnxruntime") from None
+        raise DeployResError(f"OpenVINO is not installed (pip install openvino); {INSTEAD}") from None
     return openvino
 
 
