@@ -68,7 +68,7 @@ def isa_name() -> str:
 
 def build(folder: Path, calib_samples: int, threads: int) -> dict[str, Path]:
     """Every engine of the table (reused when already in ``folder``)."""
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
     from deploy_res.data.photos import sample_inputs
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.engines.openvino import missing_bf16_isa
@@ -87,15 +87,15 @@ def build(folder: Path, calib_samples: int, threads: int) -> dict[str, Path]:
     np.save(folder / "eval.npy", sample_inputs(64, pre, seed=7))
     print(f"exported {MODEL} with photo BN statistics ({time.perf_counter() - start:.0f} s)", flush=True)
     paths: dict[str, Path] = {"onnx": exported.onnx_path}
-    common = dict(quiet=True, calib_samples=calib_samples)
     for label, backend, precision in (("ort-fp32", "onnxruntime", "fp32"), ("ort-int8", "onnxruntime", "int8"),
                                       ("ov-fp32", "openvino", "fp32"), ("ov-bf16", "openvino", "bf16"), ("ov-int8", "openvino", "int8")):
         if precision == "bf16" and missing_bf16_isa():
             print(missing_bf16_isa(), flush=True)
             continue
         start = time.perf_counter()
-        result = build_engine(exported.onnx_path, folder, backend=backend, precision=precision,
-                              calib_data=calib if precision == "int8" else None, threads=threads if backend == "openvino" else None, **common)
+        settings = BuildSettings(backend=backend, precision=precision, calib_data=calib if precision == "int8" else None,
+                                 calib_samples=calib_samples, threads=threads if backend == "openvino" else None)
+        result = build_engine(exported.onnx_path, folder, settings, quiet=True)
         paths[label] = result.engine
         print(f"built {label}: {result.engine.name} ({time.perf_counter() - start:.0f} s)", flush=True)
     paths.update(anchors(folder, paths, calib, threads))

@@ -79,6 +79,7 @@ def make_session(path: Path, level: str, threads: int):
 
 
 def bench_model(name: str, args, workdir: Path) -> list[dict]:
+    from deploy_res.core.onnx_io import save_onnx
     from deploy_res.exporters.pass_runner import optimize
 
     raw = workdir / f"{name}-{args.size}-{args.exporter}.onnx"
@@ -89,7 +90,8 @@ def bench_model(name: str, args, workdir: Path) -> list[dict]:
         print(f"[{name}] exported in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not opt.exists():
         t0 = time.perf_counter()
-        _, report = optimize(raw, opt, target="onnxruntime", write_manifest=False)
+        model, report = optimize(raw, target="onnxruntime")
+        save_onnx(model, opt)
         print(f"[{name}] optimised in {time.perf_counter() - t0:.1f} s: {report['ops_after']}", file=sys.stderr)
     files = {"raw": raw, "opt": opt}
 

@@ -64,7 +64,7 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
     from deploy_res.data.photos import _save, random_crops
     from deploy_res.export import export
     from deploy_res.infer import infer
@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         root = Path(tmp)
         exported = export(args.model, root / "model", input_size=size, exporter="torchscript")
-        engine = build_engine(exported.final_path, root / "model", backend="onnxruntime").engine
+        engine = build_engine(exported.final_path, root / "model", BuildSettings(backend="onnxruntime")).engine
         photos = root / "photos"
         photos.mkdir()
         for index, crop in enumerate(random_crops(args.images, seed=1, size=size[1] + 8)):

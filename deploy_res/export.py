@@ -7,13 +7,13 @@ dynamic batch, parity-checked against PyTorch at batch 1 and 4) and, unless
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from deploy_res.core.files import ensure_output_dir, file_record, write_artifact
+from deploy_res.core.names import optimized_name, source_stem
 from deploy_res.core.errors import ValidationFailed
 from deploy_res.loading import load_model
 from deploy_res.models import Preprocessing
@@ -35,11 +35,6 @@ class ExportResult:
     def final_path(self) -> Path:
         """The file the next stage should take: the optimised ONNX when there is one."""
         return self.optimized_path or self.onnx_path
-
-
-def artifact_stem(source: str) -> str:
-    """File-name stem for a model source: ``resnet50`` or ``pkg.mod:make_net`` -> ``make_net``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", source.rsplit(":", 1)[-1].rsplit(".", 1)[-1]) or "model"
 
 
 def export(
@@ -72,7 +67,7 @@ def export(
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)
     input_shape = tuple(pre.input_size)
-    stem = name or artifact_stem(model)
+    stem = name or source_stem(model)
     onnx_path = folder / f"{stem}.onnx"
 
     # The ONNX is written to a temporary file, checked there, and placed with its manifest as one unit.
@@ -110,7 +105,7 @@ def export(
     if optimize:
         from deploy_res.optimize import optimize_file
 
-        opt_path = folder / f"{stem}.opt.onnx"
+        opt_path = folder / optimized_name(stem, target)
         result.optimized_manifest = optimize_file(onnx_path, opt_path, target=target)
         result.optimized_path = opt_path
     return result

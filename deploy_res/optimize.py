@@ -11,34 +11,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from deploy_res.core.manifest import read_manifest
+from deploy_res.core.files import file_record, write_artifact
+from deploy_res.core.manifest import Manifest, lineage, read_manifest
+from deploy_res.core.onnx_io import save_onnx
 from deploy_res.core.errors import DeployResError
-from deploy_res.exporters.pass_runner import DEFAULT_TARGET, optimize
+from deploy_res.core.names import optimized_beside
+from deploy_res.exporters.checks import onnx_check
+from deploy_res.exporters.pass_runner import CHECKED_WHEN_SAVED, DEFAULT_TARGET, optimize
 from deploy_res.exporters.report import render_report
 
-__all__ = ["optimize_file", "render_report", "default_output", "named_input_shapes"]
+__all__ = ["optimize_file", "render_report", "named_input_shapes"]
 
 
-def default_output(source: Path) -> Path:
-    """``model.onnx`` -> ``model.opt.onnx`` beside it."""
-    return source.with_name(source.name[: -len(".onnx")] + ".opt.onnx" if source.name.endswith(".onnx") else source.name + ".opt.onnx")
-
-
-def optimize_file(source: str | Path, output: Optional[str | Path] = None, target: str = DEFAULT_TARGET, **options: Any) -> dict[str, Any]:
-    """Optimise ``source`` for ``target`` into ``output`` (default ``<stem>.opt.onnx``); return the manifest.
+def optimize_file(source: str | Path, output: Optional[str | Path] = None, target: str = DEFAULT_TARGET, **options: Any) -> Manifest:
+    """Optimise ``source`` for ``target`` into ``output`` (default ``<stem>.opt.onnx`` beside it); return its manifest.
 
     ``options`` go to :func:`deploy_res.exporters.pass_runner.optimize` (batch, rtol, atol, input_shapes, seed);
     an ``input_shapes`` entry keyed ``None`` is the shape of the model's only input (:func:`named_input_shapes`).
+    The model and its manifest (the source's lineage, the source file, the settings, the pass report) are
+    placed as one unit; external data only past protobuf's 2 GB limit, and then the ONNX checker reads the file.
     """
     source = Path(source)
     if not source.is_file():
         raise DeployResError(f"ONNX file {source} not found")
     if options.get("input_shapes"):
         options["input_shapes"] = named_input_shapes(source, options["input_shapes"])
-    output = Path(output) if output else default_output(source)
+    output = Path(output) if output else optimized_beside(source)
     if output.resolve() == source.resolve():
         raise DeployResError("the output would overwrite the input; pass another -o/--output")
-    optimize(source, output, target=target, **options)  # writes the model and its manifest
+    model, report = optimize(source, target=target, **options)
+    with write_artifact(output) as pending:
+        save_onnx(model, pending.path)
+        if report["onnx_checker"] == CHECKED_WHEN_SAVED:
+            onnx_check(str(pending.path))
+            report["onnx_checker"] = "passed"
+        pending.set_manifest("optimize", {
+            **lineage(read_manifest(source)),
+            "inputs": {"onnx": file_record(source)},
+            "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol", "input_shapes")},
+            "check": {"passes": report},
+        })
     return read_manifest(output)
 
 

@@ -17,15 +17,62 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
+from deploy_res.build.settings import DEFAULT_CALIB_SAMPLES, BuildSettings
 from deploy_res.core.files import ensure_output_dir
+from deploy_res.exporters.torch_export import DEFAULT_EXPORTER
 
 CALIB_SEED = 0
 EVAL_SEED = 7
 DEFAULT_EVAL_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``deployres run`` is told; every field has the command line's default.
+
+    precisions: the engines to build, ``fp32`` always first (default ``("fp32",)``; add ``int8``, ``fp16``, ``bf16``:
+        BF16 is left out with one line on a CPU without native BF16).
+    weights: a checkpoint (default None: the zoo model with BatchNorm re-estimated on real photos).
+    calib_data, calib_samples, fallback_layers, target_agreement: INT8's, as in :class:`~deploy_res.build.BuildSettings`
+        (default: 128 random crops of scikit-image's sample photos, no fallback).
+    backend: ``auto`` (default), ``onnxruntime``, ``openvino`` or ``tensorrt``.
+    eval_samples: held-out photo crops each engine is validated on (default 64).
+    batches, duration_s, warmup_s: the profile's batch sizes (default 1 and 8), timed seconds per batch size
+        (default 5) after an untimed warm-up (default 1 s).
+    torch_modes: the PyTorch original in the comparison (default ``("eager",)``; ``()`` leaves it out).
+    exporter, input_size: as ``deployres export`` (default dynamo, the zoo's input size).
+    bn_recalibrate: re-estimate the zoo model's BatchNorm statistics when no weights are given (default True).
+    """
+
+    precisions: tuple[str, ...] = ("fp32",)
+    weights: Optional[Path] = None
+    calib_data: Optional[Path] = None
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    fallback_layers: Optional[int] = None
+    target_agreement: Optional[float] = None
+    backend: str = "auto"
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    batches: tuple[int, ...] = (1, 8)
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    torch_modes: tuple[str, ...] = ("eager",)
+    exporter: str = DEFAULT_EXPORTER
+    input_size: Optional[tuple[int, int, int]] = None
+    bn_recalibrate: bool = True
+
+    def __post_init__(self) -> None:
+        for precision in self.precisions:
+            self.build_settings(precision, calib_data=self.calib_data or Path("calib"))  # the whole build checks, before any work
+
+    def build_settings(self, precision: str, calib_data: Optional[Path] = None) -> BuildSettings:
+        """The build settings of the ``precision`` engine (INT8's calibrates on ``calib_data``)."""
+        int8 = precision == "int8"
+        return BuildSettings(precision=precision, backend=self.backend, calib_data=calib_data if int8 else None, calib_samples=self.calib_samples,
+                             fallback_layers=self.fallback_layers if int8 else None, target_agreement=self.target_agreement if int8 else None)
 
 
 @dataclass
@@ -45,36 +92,11 @@ class RunResult:
         return all(v["passed"] for v in self.validations.values())
 
 
-def run_pipeline(
-    model: str,
-    output_dir: str | Path,
-    precisions: Sequence[str] = ("fp32",),
-    weights: Optional[str | Path] = None,
-    calib_data: Optional[str | Path] = None,
-    calib_samples: int = 128,
-    fallback_layers: Optional[int] = None,
-    target_agreement: Optional[float] = None,
-    eval_samples: int = DEFAULT_EVAL_SAMPLES,
-    backend: str = "auto",
-    batches: Sequence[int] = (1, 8),
-    duration_s: float = 5.0,
-    warmup_s: float = 1.0,
-    torch_modes: Sequence[str] = ("eager",),
-    bn_recalibrate: bool = True,
-    exporter: str = "dynamo",
-    input_size: Optional[tuple[int, int, int]] = None,
-    quiet: bool = False,
-    console: Any = None,
-    step: Callable[[str], None] = lambda message: None,
-) -> RunResult:
-    """Run the whole pipeline for ``model`` into ``output_dir``; see the module docstring.
+def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = RunSettings(), quiet: bool = False, console: Any = None,
+                 step: Callable[[str], None] = lambda message: None) -> RunResult:
+    """Run the whole pipeline for ``model`` into ``output_dir`` as ``settings`` say; see the module docstring.
 
-    Defaults: FP32 only (add ``"int8"``/``"fp16"``/``"bf16"`` to ``precisions``; BF16 is
-    left out with one line on a CPU without native BF16), 128
-    calibration samples (``fallback_layers`` / ``target_agreement`` as in
-    :func:`deploy_res.build.build_engine`), 64 evaluation crops, backend auto, batches 1 and 8,
-    5 s of timing per batch size after 1 s of warm-up, the PyTorch original
-    (eager) in the comparison.
+    ``step(message)`` is called as each step starts; a status line is shown on ``console`` unless ``quiet``.
     """
     from deploy_res.build import build_engine
     from deploy_res.engines import backend_of
@@ -88,29 +110,29 @@ def run_pipeline(
     from deploy_res.validation import validate
 
     start = time.perf_counter()
-    if input_size is not None:  # refused before the BatchNorm re-estimation allocates inputs of that size
-        input_size = check_input_shape(input_size)
+    input_size = check_input_shape(settings.input_size) if settings.input_size else None  # refused before the BatchNorm re-estimation allocates inputs of that size
+    precisions, weights, calib_data = list(settings.precisions), settings.weights, settings.calib_data
     if "int8" in precisions and calib_data is not None:  # a bad --calib-data fails before the export, not after it
-        check_source(calib_data, calib_samples, what="calibration data")
+        check_source(calib_data, settings.calib_samples, what="calibration data")
     folder = ensure_output_dir(output_dir)
     result = RunResult(folder)
-    demo_weights = weights is None and bn_recalibrate and ":" not in model
+    demo_weights = weights is None and settings.bn_recalibrate and ":" not in model
     if demo_weights:
         step(f"re-estimating {model}'s BatchNorm statistics on real photos")
         weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)
 
     step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
-    exported = export(model, folder, weights=weights, exporter=exporter, input_size=input_size)
+    exported = export(model, folder, weights=weights, exporter=settings.exporter, input_size=input_size)
     result.onnx = exported.onnx_path
 
     pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
     if "int8" in precisions and calib_data is None:
-        step(f"writing {calib_samples} calibration crops of scikit-image's sample photos")
+        step(f"writing {settings.calib_samples} calibration crops of scikit-image's sample photos")
         calib_data = folder / "calib"
-        write_random_crops(calib_data, calib_samples, seed=CALIB_SEED, size=pre.resize_size)
+        write_random_crops(calib_data, settings.calib_samples, seed=CALIB_SEED, size=pre.resize_size)
     eval_path = folder / "eval" / "inputs.npy"
     eval_path.parent.mkdir(exist_ok=True)
-    np.save(eval_path, sample_inputs(eval_samples, pre, seed=EVAL_SEED))
+    np.save(eval_path, sample_inputs(settings.eval_samples, pre, seed=EVAL_SEED))
 
     if "bf16" in precisions:
         from deploy_res.engines import missing_bf16_isa
@@ -121,28 +143,24 @@ def run_pipeline(
             precisions = [p for p in precisions if p != "bf16"]
     for precision in precisions:
         step(f"building the {precision} engine")
-        built = build_engine(exported.onnx_path, folder, backend=backend, precision=precision,
-                             calib_data=calib_data if precision == "int8" else None, calib_samples=calib_samples,
-                             fallback_layers=fallback_layers if precision == "int8" else None,
-                             target_agreement=target_agreement if precision == "int8" else None,
-                             quiet=quiet, console=console)
+        built = build_engine(exported.final_path, folder, settings.build_settings(precision, calib_data), quiet=quiet, console=console)
         for note in built.notes:
             step(note)
         result.engines[precision] = built.engine
-        step(f"validating the {precision} engine against PyTorch on {eval_samples} held-out photo crops")
+        step(f"validating the {precision} engine against PyTorch on {settings.eval_samples} held-out photo crops")
         limits = {"top1_agreement": None} if demo_weights and precision != "fp32" else None
-        result.validations[precision] = validate(built.engine, data=str(eval_path), samples=eval_samples, thresholds=limits)
+        result.validations[precision] = validate(built.engine, data=str(eval_path), samples=settings.eval_samples, thresholds=limits)
         if limits:
             result.validations[precision]["note"] = "demo checkpoint with an untrained classifier: top-1 agreement reported, not judged"
 
     artifacts = list(result.engines.values())
     fp32 = result.engines.get("fp32")
-    if fp32 is not None and backend_of(fp32) == "openvino" and backend in ("auto", "openvino"):
+    if fp32 is not None and backend_of(fp32) == "openvino" and settings.backend in ("auto", "openvino"):
         step("building the ONNX Runtime FP32 engine as the baseline of the comparison")
-        artifacts.insert(0, build_engine(exported.onnx_path, folder, backend="onnxruntime", quiet=quiet, console=console).engine)
-    step("profiling the engines" + (" and the PyTorch original" if torch_modes else ""))
-    result.report = profile(artifacts, batches=batches, warmup_s=warmup_s, duration_s=duration_s,
-                            torch_modes=torch_modes, validation_results=list(result.validations.values()),
+        artifacts.insert(0, build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime"), quiet=quiet, console=console).engine)
+    step("profiling the engines" + (" and the PyTorch original" if settings.torch_modes else ""))
+    result.report = profile(artifacts, batches=settings.batches, warmup_s=settings.warmup_s, duration_s=settings.duration_s,
+                            torch_modes=settings.torch_modes, validation_results=list(result.validations.values()),
                             output_dir=folder / "report", quiet=quiet, console=console)
     result.interrupted = result.report.get("status") == "interrupted"
     result.seconds = time.perf_counter() - start

@@ -128,7 +128,7 @@ def _views_bytes(array: np.ndarray) -> bool:
     return isinstance(base, bytes)
 
 
-def _check(model: Union[onnx.ModelProto, str]) -> None:
+def onnx_check(model: Union[onnx.ModelProto, str]) -> None:
     """``onnx.checker.check_model``; a failure is a bug in a pass (ValidationFailed).
 
     An in-memory model is checked without its weights' bytes (they are

@@ -25,23 +25,21 @@ Targets:
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
-from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_onnx, proto_bytes, save_onnx
+from deploy_res.core.onnx_io import PROTOBUF_LIMIT, ModelLike, first_line, load_onnx, proto_bytes
 from deploy_res.exporters.checks import (
     DEFAULT_BATCH,
     DEFAULT_RTOL,
     DEFAULT_RTOL_FP16,
     DEFAULT_SEED,
     _GraphRunner,
-    _check,
+    onnx_check,
     _computes_in_fp16,
     _run_light,
     _split_weights,
@@ -63,6 +61,8 @@ from deploy_res.exporters.passes import (
 from deploy_res.exporters.report import op_counts
 
 TARGETS = ("onnxruntime", "tensorrt", "portable")
+CHECKED_WHEN_SAVED = "skipped in memory (over 2 GB): check the saved file"
+"""``report["onnx_checker"]`` of a model past protobuf's limit: the checker can only read it from a file."""
 DEFAULT_TARGET = "onnxruntime"
 
 PASSES: dict[str, Callable[[gs.Graph], PassResult]] = {
@@ -85,23 +85,19 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 
 def optimize(
     model_or_path: ModelLike,
-    output_path: Optional[Union[str, os.PathLike]] = None,
     target: str = DEFAULT_TARGET,
     batch: int = DEFAULT_BATCH,
     rtol: Optional[float] = None,
     atol: float = 0.0,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     seed: int = DEFAULT_SEED,
-    write_manifest: bool = True,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Optimise an ONNX model for ``target`` and check every pass; return ``(model, report)``.
+    """Optimise an ONNX model for ``target`` and check every pass; return ``(model, report)``. Nothing is written:
+    the optimise stage (:func:`deploy_res.optimize.optimize_file`) saves the model with its manifest.
 
     Args:
         model_or_path: an ``onnx.ModelProto`` or the path of an ONNX file (any
             exporter's, not only deployres').
-        output_path: where to write the optimised model (atomically; external
-            data only past 2 GB), with a manifest ``<output>.json`` holding the
-            report unless ``write_manifest`` is False. None: write nothing.
         target: ``onnxruntime`` (default), ``tensorrt`` or ``portable``.
         batch: batch size of the check inputs when the batch axis is dynamic (default 2).
         rtol: tolerance relative to the largest reference output magnitude;
@@ -123,7 +119,6 @@ def optimize(
     if batch < 1:
         raise DeployResError(f"batch must be at least 1, got {batch}")
     started = time.perf_counter()
-    source = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     original = load_onnx(model_or_path)
     # Everything but the final check and save works on a weightless copy: ORT reads the weights in place.
     light, arrays = _split_weights(original)
@@ -184,7 +179,7 @@ def optimize(
         after = graph_to_model(graph, original)
     large = proto_bytes(after) >= PROTOBUF_LIMIT
     if not large:
-        _check(after)
+        onnx_check(after)
     total = compare_outputs(reference, previous, rtol=tolerance, atol=atol)
     report: dict[str, Any] = {
         "target": target,
@@ -202,33 +197,10 @@ def optimize(
         "checks_by_identity": by_identity,
         "max_abs_error": total["max_abs_error"],
         "max_rel_error": total["max_rel_error"],
-        "onnx_checker": "skipped (over 2 GB; checked on the saved file when output_path is given)" if large else "passed",
+        "onnx_checker": CHECKED_WHEN_SAVED if large else "passed",
         "seconds": round(time.perf_counter() - started, 3),
     }
     if target == "tensorrt":
         report["residual_adds"] = find_residual_adds(graph)
-    if output_path is not None:
-        from deploy_res.core.files import write_artifact
-
-        # The model and its manifest are placed as one unit (an old pair is replaced whole, or kept).
-        with write_artifact(output_path, manifest=write_manifest) as pending:
-            save_onnx(after, pending.path)
-            if large:
-                _check(str(pending.path))
-                report["onnx_checker"] = "passed"
-            if write_manifest:
-                pending.set_manifest("optimize", _manifest_body(source, report))
     return after, report
 
-
-def _manifest_body(source: Optional[Path], report: dict[str, Any]) -> dict[str, Any]:
-    """The optimise stage's manifest: the source's lineage, the source file, the settings, the report."""
-    from deploy_res.core.files import file_record
-    from deploy_res.core.manifest import lineage, read_manifest
-
-    return {
-        **lineage(read_manifest(source) if source is not None else None),
-        "inputs": {"onnx": file_record(source) if source is not None else None},
-        "settings": {key: report[key] for key in ("target", "batch", "seed", "rtol", "atol", "input_shapes")},
-        "check": {"passes": report},
-    }

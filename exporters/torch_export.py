@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it runs: the command line reads this module's choices without it
+    import torch
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.core.numerics import EXPORT_PARITY_RTOL, cpu_session, max_errors
@@ -102,6 +106,7 @@ def export_onnx(
     """Export ``module`` (eval mode) to ``path`` with input ``input`` [batch, *input_shape]
     and output ``logits`` [batch, ...]; BatchNorm nodes are kept. Written atomically;
     external data (``<name>.data``) only past protobuf's 2 GB limit."""
+    import torch
     if exporter not in EXPORTERS:
         raise DeployResError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     example = torch.randn(2, *check_input_shape(input_shape))
@@ -167,6 +172,7 @@ def _quiet_logger(name: str):
 
 
 def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    import torch
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         module,
@@ -183,6 +189,7 @@ def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, opset: int) -
 
 
 def _export_torchscript(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    import torch
     buffer = io.BytesIO()
     torch.onnx.export(
         module,
@@ -217,6 +224,7 @@ def check_parity(
     seed: int = 0,
 ) -> ParityResult:
     """Run PyTorch and ONNX Runtime (CPU) on the same seeded inputs at each batch size."""
+    import torch
     session = cpu_session(onnx_path, level="ORT_ENABLE_ALL")
     input_name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(seed)
@@ -241,6 +249,7 @@ def check_parity(
 
 def first_output(output: Any) -> torch.Tensor:
     """The model's output tensor, or the first item of a tuple/list output; one-line error otherwise."""
+    import torch
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):

@@ -41,7 +41,7 @@ def test_export_prints_parity_and_paths(run, tmp_path):
         (["export", "deploy_res.models.registry:list_models"], "not a torch.nn.Module"),
         (["export", "resnet18", "--input-size", "3,64"], "must be 3 positive integers"),
         (["export", "resnet18", "--input-size", "a,b,c"], "is not 3 integers"),
-        (["export", "resnet18", "--batch", "8,4,2"], "1 <= min <= opt <= max"),
+        (["export", "resnet18", "--batch-range", "8,4,2"], "1 <= min <= opt <= max"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(run, tmp_path, args, message):

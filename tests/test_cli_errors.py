@@ -53,7 +53,7 @@ def tiny_onnx(tmp_path_factory):
 @pytest.mark.parametrize("args, fragment", [
     (["export", "resnet18", "--input-size", "3,x,1"], "'--input-size': '3,x,1' is not 3 integers"),
     (["export", "resnet18", "--input-size", "3,64"], "must be 3 positive integers"),
-    (["export", "resnet18", "--batch", "0"], "'--batch'"),
+    (["export", "resnet18", "--batch-range", "0"], "'--batch-range'"),
     (["export", "resnet18", "--bogus"], "No such option"),
     (["exprot", "resnet18"], "No such command 'exprot'"),
     (["export"], "Missing argument 'MODEL'"),
@@ -189,7 +189,7 @@ def test_run_with_an_empty_calibration_folder_fails_before_exporting(run, tmp_pa
 @pytest.mark.parametrize("args, fragment", [
     (["export", "resnet18", "--std", "0,0,0"], "std must be positive"),
     (["export", "resnet18", "--mean", "nan,0,0"], "finite"),
-    (["export", "resnet18", "--batch", "1,8,100000"], "at most 4096"),
+    (["export", "resnet18", "--batch-range", "1,8,100000"], "at most 4096"),
 ])
 def test_values_that_can_only_be_mistakes(run, tmp_path, args, fragment):
     assert fragment in one_error_line(run(*args, "-o", tmp_path / "out"))

@@ -90,5 +90,5 @@ def test_input_shape_without_a_name_on_a_two_input_model_is_one_line(tmp_path):
 def test_profile_with_nothing_measured_exits_non_zero(tmp_path):
     junk = tmp_path / "notes.onnx"
     junk.write_text("this is not an ONNX model")
-    line = one_error_line(run_cli("profile", junk, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report"))
+    line = one_error_line(run_cli("profile", junk, "--iterations", 1, "--batches", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report"))
     assert "nothing was measured" in line and "notes.onnx" in line

@@ -36,9 +36,9 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ort_engine(exported, tmp_path_factory):
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
 
-    return build_engine(exported.optimized_path, tmp_path_factory.mktemp("engine"), backend="onnxruntime", quiet=True).engine
+    return build_engine(exported.optimized_path, tmp_path_factory.mktemp("engine"), BuildSettings(backend="onnxruntime"), quiet=True).engine
 
 
 def _copy(path, folder):
@@ -187,7 +187,7 @@ def test_validate_refuses_a_changed_checkpoint_in_one_line(exported, tmp_path):
     line = one_error_line(run_cli("validate", result.onnx_path, "--samples", 2))
     assert f"checkpoint {weights}" in line and "sha256" in line and "FAILED" not in line
     # profile --torch rebuilds the same reference: the torch entry is not measured, and says why
-    profiled = run_cli("profile", result.onnx_path, "--torch", "--torch-modes", "eager", "--iterations", 1, "--batch", 1,
+    profiled = run_cli("profile", result.onnx_path, "--torch", "--torch-modes", "eager", "--iterations", 1, "--batches", 1,
                     "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
     assert profiled.exit_code == 0, profiled.output
     rows = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"]
@@ -200,7 +200,7 @@ def test_engine_that_differs_from_its_manifest_is_refused(ort_engine, exported, 
     engine.write_bytes(exported.onnx_path.read_bytes())  # a loadable ONNX, but not the engine the manifest describes
     line = one_error_line(run_cli("validate", engine, "--samples", 2))
     assert f"engine {engine}" in line and "sha256" in line and "build-engine" in line
-    profiled = run_cli("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
+    profiled = run_cli("profile", engine, "--iterations", 1, "--batches", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
     line = one_error_line(profiled)
     assert "nothing was measured" in line and "sha256" in line
 
@@ -218,7 +218,7 @@ def test_engine_from_another_cpu_is_a_printed_and_recorded_note(ort_engine, tmp_
         assert result.exit_code == 0, result.output
         assert "Some Other CPU" in result.output and "re-optimising" in result.output
         assert any("Some Other CPU" in note for note in json.loads((tmp_path / "v.json").read_text())["notes"])
-        profiled = run_cli("profile", engine, "--iterations", 1, "--batch", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
+        profiled = run_cli("profile", engine, "--iterations", 1, "--batches", 1, "--warmup-s", 0, "--layer-iterations", 0, "-o", tmp_path / "report")
     assert profiled.exit_code == 0, profiled.output
     assert "re-optimising" in profiled.output
     row = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"][0]

@@ -12,7 +12,7 @@ from deploy_res.cli import cli
 def test_run_whole_pipeline_small(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", "resnet18", "--int8", "--fp16", "-o", str(out), "--input-size", "3,64,64",
-                                      "--exporter", "torchscript", "--calib-samples", "16", "--fallback-layers", "2", "--duration-s", "0.2", "--batch", "1,4",
+                                      "--exporter", "torchscript", "--calib-samples", "16", "--fallback-layers", "2", "--duration-s", "0.2", "--batches", "1,4",
                                       "--backend", "onnxruntime"],  # auto measures ORT against OpenVINO: tests/engines/test_openvino.py
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output

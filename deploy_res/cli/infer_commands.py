@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import _ray_options
+from deploy_res.cli.options import ray_options
 from deploy_res.cli.render import _progress
 
 
@@ -19,7 +19,7 @@ from deploy_res.cli.render import _progress
 @click.option("--batch", type=click.IntRange(1), help="Images per engine run [default: the manifest's optimal batch, else 8].")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the manifest) instead of stopping.")
 @click.option("--force", is_flag=True, help="Use an engine whose validation FAILED.")
-@_ray_options
+@ray_options
 @pass_ctx
 def infer_command(ctx: Context, engine, data, output, top_k, batch, skip_bad_files, force, ray, ray_address, actors, ray_cpus) -> None:
     """Predict the top-k classes of every image in --data with ENGINE into a Parquet file."""

@@ -1,94 +1,152 @@
-"""Option parsing shared by the commands: comma-separated tuples, shapes, limits, batch lists, the Ray options."""
+"""Option types the commands share (click ``ParamType``s), and the option groups more than one command takes.
+
+Every option name has one meaning across the commands: ``--batch-range
+MIN,OPT,MAX`` is the range an engine is built for (``export``), ``--batches
+1,8`` the batch sizes measured (``profile``, ``run``), ``--batch N`` the batch
+size of a run (``validate``, ``optimize``'s checks).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
-TARGETS = ("onnxruntime", "tensorrt", "portable")
 
+class IntTuple(click.ParamType):
+    """``count`` positive integers separated by commas (or ``x``): ``3,224,224``."""
 
-def _int_tuple(count: int, label: str):
-    def parse(_ctx, param, value):
-        if value is None:
-            return None
-        parts = value.replace("x", ",").split(",")
+    name = "ints"
+
+    def __init__(self, count: int, label: str) -> None:
+        self.count, self.label = count, label
+
+    def get_metavar(self, param: Any, *args: Any) -> str:
+        return self.label
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
         try:
-            numbers = tuple(int(p) for p in parts)
+            numbers = tuple(int(p) for p in str(value).replace("x", ",").split(","))
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not {count} integers separated by commas ({label})") from None
-        if len(numbers) != count or min(numbers) < 1:
-            raise click.BadParameter(f"{value!r} must be {count} positive integers ({label})")
+            self.fail(f"{value!r} is not {self.count} integers separated by commas ({self.label})", param, ctx)
+        if len(numbers) != self.count or min(numbers) < 1:
+            self.fail(f"{value!r} must be {self.count} positive integers ({self.label})", param, ctx)
         return numbers
-    return parse
 
 
-def _input_shapes(_ctx, _param, values):
-    """``--input-shape [NAME:]D0,D1,...`` (repeatable) -> ``{name or None: shape}``; None names the only input."""
-    shapes = {}
-    for value in values or ():
-        name, _, dims = value.rpartition(":")
+class IntList(click.ParamType):
+    """One or more positive integers separated by commas: ``1,8`` (batch sizes, concurrency levels)."""
+
+    name = "list"
+
+    def __init__(self, what: str, example: str) -> None:
+        self.what, self.example = what, example
+
+    def get_metavar(self, param: Any, *args: Any) -> str:
+        return self.example
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(int(p) for p in str(value).split(",") if p.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not {self.what} separated by commas, e.g. {self.example}", param, ctx)
+        if not numbers or min(numbers) < 1:
+            self.fail(f"{value!r} must be positive {self.what} separated by commas, e.g. {self.example}", param, ctx)
+        return numbers
+
+
+class Names(click.ParamType):
+    """Names separated by commas: ``Sigmoid,GlobalAveragePool`` -> a tuple (blanks dropped)."""
+
+    name = "names"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+class ChannelTriple(click.ParamType):
+    """Three finite numbers, one per channel: ``0.485,0.456,0.406``; ``positive`` for a divisor (std)."""
+
+    name = "triple"
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
+    def get_metavar(self, param: Any, *args: Any) -> str:
+        return "R,G,B"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(p) for p in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not three numbers separated by commas", param, ctx)
+        if len(numbers) != 3:
+            self.fail(f"{value!r} must be three numbers, one per channel", param, ctx)
+        if not all(math.isfinite(n) for n in numbers):
+            self.fail(f"{value!r} must be finite numbers", param, ctx)
+        if self.positive and min(numbers) <= 0:
+            self.fail(f"{value!r}: every std must be positive (inputs are divided by it)", param, ctx)
+        return numbers
+
+
+class Limit(click.ParamType):
+    """A finite number in ``[low, high]`` (``click.FloatRange`` lets ``nan`` through, which would pass or fail everything)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not a number from {self.low:g} to {self.high:g}", param, ctx)
+        return number
+
+
+class InputShape(click.ParamType):
+    """``[NAME:]D0,D1,...``: a full input shape, for the input called NAME (none: the only input) -> ``(name, shape)``."""
+
+    name = "shape"
+
+    def get_metavar(self, param: Any, *args: Any) -> str:
+        return "[NAME:]N,C,H,W"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Optional[str], tuple[int, ...]]:
+        if isinstance(value, tuple):
+            return value
+        name, _, dims = str(value).rpartition(":")
         try:
             shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not [NAME:]N,C,H,W (integers separated by commas)") from None
+            self.fail(f"{value!r} is not [NAME:]N,C,H,W (integers separated by commas)", param, ctx)
         if min(shape) < 1:
-            raise click.BadParameter(f"{value!r} must be positive integers, e.g. 1,3,224,224")
-        shapes[name or None] = shape
-    return shapes or None
+            self.fail(f"{value!r} must be positive integers, e.g. 1,3,224,224", param, ctx)
+        return name or None, shape
 
 
-def _float_triple(_ctx, param, value):
-    if value is None:
-        return None
-    try:
-        numbers = tuple(float(p) for p in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not three numbers separated by commas") from None
-    if len(numbers) != 3:
-        raise click.BadParameter(f"{value!r} must be three numbers, one per channel")
-    if not all(math.isfinite(n) for n in numbers):
-        raise click.BadParameter(f"{value!r} must be finite numbers")
-    if param is not None and param.name == "std" and min(numbers) <= 0:
-        raise click.BadParameter(f"{value!r}: every std must be positive (inputs are divided by it)")
-    return numbers
+def input_shapes(values) -> Optional[dict[Optional[str], tuple[int, ...]]]:
+    """The repeated ``--input-shape`` values as ``{name or None: shape}`` (None names the only input), or None."""
+    return dict(values) or None
 
 
-def _limit(low: float, high: float):
-    """A callback for a validation limit: a finite number in [low, high] (nan would pass or fail everything)."""
-    def check(_ctx, _param, value):
-        if value is None:
-            return None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise click.BadParameter(f"{value!r} is not a number from {low:g} to {high:g}")
-        return value
-    return check
+CHW = IntTuple(3, "C,H,W")
+BATCH_SIZES = IntList("batch sizes", "1,8")
 
 
-def _batch_list(_ctx, _param, value):
-    try:
-        numbers = tuple(int(p) for p in value.split(",") if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not batch sizes separated by commas, e.g. 1,8") from None
-    if not numbers or min(numbers) < 1:
-        raise click.BadParameter(f"{value!r} must be positive batch sizes, e.g. 1,8")
-    return numbers
-
-
-def _level_list(value):
-    try:
-        return _batch_list(None, None, value)
-    except click.BadParameter:
-        raise click.BadParameter(f"{value!r} must be positive concurrency levels separated by commas, e.g. 1,2,4,8") from None
-
-
-def _names(value: Optional[str]) -> Optional[tuple[str, ...]]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
-
-
-def _ray_options(command):
+def ray_options(command):
     """``--ray``, ``--ray-address``, ``--actors``, ``--ray-cpus``: run the batches on Ray Data (deploy_res.scale.ray_data)."""
     for option in reversed((
         click.option("--ray", is_flag=True, help="Shard the work over Ray Data actors on a new local cluster (pip install 'deployres[ray]')."),
@@ -98,3 +156,25 @@ def _ray_options(command):
     )):
         command = option(command)
     return command
+
+
+def preprocessing_options(command):
+    """``--input-size``, ``--mean``, ``--std``, ``--crop-pct``: preprocessing for an ONNX file without a manifest."""
+    for option in reversed((
+        click.option("--input-size", type=CHW, help="Preprocessing for an ONNX file without a manifest: input C,H,W."),
+        click.option("--mean", type=ChannelTriple(), help="Preprocessing mean for an ONNX file without a manifest [default: ImageNet's]."),
+        click.option("--std", type=ChannelTriple(positive=True), help="Preprocessing std for an ONNX file without a manifest [default: ImageNet's]."),
+        click.option("--crop-pct", type=click.FloatRange(0.1, 1.0), help="Resize-then-crop ratio for an ONNX file without a manifest [default: 0.875]."),
+    )):
+        command = option(command)
+    return command
+
+
+def preprocessing_from(input_size=None, mean=None, std=None, crop_pct=None):
+    """A :class:`~deploy_res.models.Preprocessing` with the given parts over ImageNet's defaults, or None if none is given."""
+    from deploy_res.models import Preprocessing
+
+    if not (input_size or mean or std or crop_pct):
+        return None
+    base = Preprocessing()
+    return Preprocessing(input_size or base.input_size, mean or base.mean, std or base.std, crop_pct or base.crop_pct, base.interpolation)

@@ -8,26 +8,28 @@ import click
 from rich.console import Console
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import _batch_list, _level_list, _names
+from deploy_res.cli.options import BATCH_SIZES, IntList
 from deploy_res.core.errors import DeployResError
+
+TORCH_MODES = ("eager", "compile", "both")
 
 
 @cli.command("profile")
 @click.argument("artifacts", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--batch", "batches", default="1,8", callback=_batch_list, help="Batch sizes, comma-separated.")
+@click.option("--batches", default="1,8", show_default=True, type=BATCH_SIZES, help="Batch sizes to measure.")
 @click.option("--warmup-s", default=1.0, type=click.FloatRange(0), help="Untimed warm-up per batch size, seconds.")
 @click.option("--duration-s", type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size, all artifacts together [default: 5].")
 @click.option("--iterations", type=click.IntRange(1), help="Timed rounds per batch size instead of a duration.")
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads for ONNX Runtime and torch [default: the runtime's].")
 @click.option("--torch", "with_torch", is_flag=True, help="Add the PyTorch original named in the first artifact's manifest.")
-@click.option("--torch-modes", default="eager,compile", help="With --torch: eager, compile (torch.compile) or both.")
+@click.option("--torch-modes", type=click.Choice(TORCH_MODES), default="both", show_default=True, help="With --torch: eager, compile (torch.compile) or both.")
 @click.option("--validation", "validation_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="`deployres validate --json` output; repeatable.")
 @click.option("--layer-iterations", default=10, type=click.IntRange(0), help="Profiled runs per batch size for the per-layer breakdown (0: none).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Report folder [default: <first artifact's folder>/report].")
 @click.option("--server", metavar="REPO|HOST:PORT", help="Also profile served models: a model repository (--python-backend) started on the bundled "
               "tritonserver on loopback, or HOST:PORT of a running Triton.")
 @click.option("--server-model", "server_models", multiple=True, help="With --server: a model to measure; repeatable [default: every model it serves].")
-@click.option("--concurrency", "concurrency", default="1,2,4,8", callback=lambda c, p, v: _level_list(v), help="With --server: concurrent clients per level, comma-separated.")
+@click.option("--concurrency", "concurrency", default="1,2,4,8", show_default=True, type=IntList("concurrency levels", "1,2,4,8"), help="With --server: concurrent clients per level, comma-separated.")
 @click.option("--server-duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="With --server: timed seconds per concurrency level.")
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", help="With --server: the client protocol.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
@@ -52,10 +54,7 @@ def profile_command(ctx: Context, artifacts, batches, warmup_s, duration_s, iter
         raise click.UsageError("give ARTIFACT... to profile, or --server REPO|HOST:PORT")
     modes = ()
     if with_torch:
-        modes = ("eager", "compile") if torch_modes.strip() == "both" else (_names(torch_modes) or ("eager",))
-        bad = [m for m in modes if m not in ("eager", "compile")]
-        if bad:
-            raise click.BadParameter(f"{bad[0]!r}: choose eager, compile or both", param_hint="--torch-modes")
+        modes = ("eager", "compile") if torch_modes == "both" else (torch_modes,)
     report = profile(artifacts, batches=batches, warmup_s=warmup_s, duration_s=duration_s or 5.0, iterations=iterations,
                      threads=threads, torch_modes=modes, validation_results=read_validation_files(validation_files),
                      output_dir=output_dir, layer_iterations=layer_iterations, quiet=ctx.quiet, console=ctx.console,

@@ -5,42 +5,43 @@ from __future__ import annotations
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import _batch_list, _int_tuple
-from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.cli.options import BATCH_SIZES, CHW
+from deploy_res.core.errors import ValidationFailed
+from deploy_res.engines import BACKENDS
+from deploy_res.exporters.torch_export import EXPORTERS
+from deploy_res.pipeline import RunSettings
+
+DEFAULTS = RunSettings()
 
 
 @cli.command("run")
 @click.argument("model")
-@click.option("-o", "--output", "output_dir", default="out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--output", "output_dir", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--int8", is_flag=True, help="Also build, validate and profile an INT8 engine.")
 @click.option("--fp16", is_flag=True, help="Also build, validate and profile an FP16 engine.")
 @click.option("--bf16", is_flag=True, help="Also build, validate and profile a BF16 engine (OpenVINO; CPUs with AVX512_BF16 or AMX).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint [default: BatchNorm re-estimated on real photos].")
 @click.option("--calib-data", type=click.Path(exists=True), help="INT8 calibration images/arrays [default: crops of scikit-image's sample photos].")
-@click.option("--calib-samples", default=128, type=click.IntRange(1), help="Calibration samples.")
+@click.option("--calib-samples", default=DEFAULTS.calib_samples, show_default=True, type=click.IntRange(1), help="Calibration samples.")
 @click.option("--fallback-layers", type=click.IntRange(0), help="INT8: leave this many of the most sensitive layers in FP32.")
 @click.option("--target-agreement", type=click.FloatRange(0, 1), help="INT8: leave sensitive layers in FP32 until top-1 agreement with FP32 reaches this.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt"]), default="auto",
+@click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULTS.backend, show_default=True,
               help="Engine backend; auto on a CPU: ONNX Runtime or OpenVINO per precision, whichever is measured faster.")
-@click.option("--batch", "batches", default="1,8", callback=lambda c, p, v: _batch_list(c, p, v), help="Batch sizes to profile.")
-@click.option("--duration-s", default=5.0, type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size.")
+@click.option("--batches", default=",".join(map(str, DEFAULTS.batches)), show_default=True, type=BATCH_SIZES, help="Batch sizes to profile.")
+@click.option("--duration-s", default=DEFAULTS.duration_s, show_default=True, type=click.FloatRange(0, min_open=True), help="Timed seconds per batch size.")
 @click.option("--no-torch", is_flag=True, help="Leave the PyTorch original out of the comparison.")
-@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", help="torch.onnx exporter.")
-@click.option("--input-size", callback=_int_tuple(3, "C,H,W"), help="Input C,H,W (default: the zoo's).")
+@click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULTS.exporter, show_default=True, help="torch.onnx exporter.")
+@click.option("--input-size", type=CHW, help="Input C,H,W [default: the zoo's].")
 @pass_ctx
-def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, weights, calib_data, calib_samples, fallback_layers, target_agreement, backend, batches, duration_s, no_torch, exporter, input_size) -> None:
+def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, no_torch, **options) -> None:
     """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16/BF16), validate, profile."""
     from deploy_res.pipeline import run_pipeline
     from deploy_res.reports import rich_table
 
-    precisions = ["fp32"] + (["fp16"] if fp16 else []) + (["bf16"] if bf16 else []) + (["int8"] if int8 else [])
+    precisions = ("fp32",) + (("fp16",) if fp16 else ()) + (("bf16",) if bf16 else ()) + (("int8",) if int8 else ())
+    settings = RunSettings(precisions=precisions, torch_modes=() if no_torch else DEFAULTS.torch_modes, **options)
     counter = iter(range(1, 100))
-    if (fallback_layers is not None or target_agreement is not None) and not int8:
-        raise DeployResError("--fallback-layers and --target-agreement go with --int8")
-    result = run_pipeline(model, output_dir, precisions, weights=weights, calib_data=calib_data, calib_samples=calib_samples,
-                          fallback_layers=fallback_layers, target_agreement=target_agreement,
-                          backend=backend, batches=batches, duration_s=duration_s, torch_modes=() if no_torch else ("eager",),
-                          exporter=exporter, input_size=input_size, quiet=ctx.quiet, console=ctx.console,
+    result = run_pipeline(model, output_dir, settings, quiet=ctx.quiet, console=ctx.console,
                           step=lambda message: ctx.console.print(f"[bold cyan]{next(counter)}.[/] {message}"))
     ctx.console.print(rich_table(result.report))
     for precision, verdict in result.validations.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import _batch_list
+from deploy_res.cli.options import BATCH_SIZES
 
 
 @cli.command("triton")
@@ -14,7 +14,7 @@ from deploy_res.cli.options import _batch_list
 @click.option("--name", "names", multiple=True, help="Model name, once per engine in order [default: <model>_<precision>_<backend>].")
 @click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Queue delay = this budget - the engine's measured latency at the optimal batch [default: no queueing].")
 @click.option("--max-queue-delay-us", type=click.IntRange(0), help="Set max_queue_delay_microseconds directly.")
-@click.option("--preferred-batch-size", "preferred", help="Comma-separated preferred_batch_size (Triton advises against it for most models).")
+@click.option("--preferred-batch-size", "preferred", type=BATCH_SIZES, help="Comma-separated preferred_batch_size (Triton advises against it for most models).")
 @click.option("--max-batch-size", type=click.IntRange(1), help="max_batch_size [default: the top of the manifest's batch range].")
 @click.option("--instances", type=click.IntRange(1), help="Instances per model [default: 1].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per instance [default: cores / instances].")
@@ -31,9 +31,8 @@ def triton_command(ctx: Context, engines, output_dir, names, latency_budget_ms, 
     """Write a Triton Inference Server model repository serving ENGINE... (validated engines)."""
     from deploy_res.serve import triton
 
-    preferred_sizes = _batch_list(None, None, preferred) if preferred else ()
     result = triton(engines, output_dir, names=names, latency_budget_ms=latency_budget_ms, max_queue_delay_us=max_queue_delay_us,
-                    preferred_batch_sizes=preferred_sizes, max_batch_size=max_batch_size, instances=instances, threads=threads,
+                    preferred_batch_sizes=preferred or (), max_batch_size=max_batch_size, instances=instances, threads=threads,
                     cores=cores, labels=labels, python_backend=python_backend, ensemble=ensemble, force=force, overwrite=overwrite, check=check)
     for model in result.models:
         detail = f"max_batch_size {model['max_batch_size']}"

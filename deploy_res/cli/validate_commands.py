@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import _limit, _ray_options
+from deploy_res.cli.options import Limit, ray_options
 from deploy_res.cli.render import _print_sensitivity, _print_validation, _progress
 from deploy_res.core.errors import ValidationFailed
 
@@ -19,17 +19,17 @@ from deploy_res.core.errors import ValidationFailed
 @click.option("--data", type=click.Path(), help="Image folder (sub-folders = classes for accuracy), glob, .parquet list of paths, or .npy/.npz [default: seeded random inputs].")
 @click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
 @click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
-@click.option("--max-rel-error", type=float, callback=_limit(0, 1e6), help="Limit on max |error| / max |reference| [default: per precision].")
-@click.option("--min-cosine", type=float, callback=_limit(-1, 1), help="Limit on the smallest per-sample cosine [default: per precision].")
-@click.option("--min-mean-cosine", type=float, callback=_limit(-1, 1), help="Limit on the mean cosine [default: per precision].")
-@click.option("--min-top1-agreement", type=float, callback=_limit(0, 1), help="Limit on top-1 agreement, 0-1 [default: per precision].")
-@click.option("--max-top1-drop", type=float, callback=_limit(0, 100), help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
+@click.option("--max-rel-error", type=Limit(0, 1e6), help="Limit on max |error| / max |reference| [default: per precision].")
+@click.option("--min-cosine", type=Limit(-1, 1), help="Limit on the smallest per-sample cosine [default: per precision].")
+@click.option("--min-mean-cosine", type=Limit(-1, 1), help="Limit on the mean cosine [default: per precision].")
+@click.option("--min-top1-agreement", type=Limit(0, 1), help="Limit on top-1 agreement, 0-1 [default: per precision].")
+@click.option("--max-top1-drop", type=Limit(0, 100), help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
 @click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
-@_ray_options
+@ray_options
 @pass_ctx
 def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
                      min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, backend, ray, ray_address, actors, ray_cpus) -> None:

@@ -66,8 +66,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.names import served_name
 from deploy_res.serve.triton_check import check_repository
-from deploy_res.serve.triton_config import _batching, _labels, _Plan, _queue_delay, _threads, default_name
+from deploy_res.serve.triton_config import _batching, _labels, _Plan, _queue_delay, _threads
 from deploy_res.serve.triton_engine import read_engine
 from deploy_res.serve.triton_writer import _commit, _write_ensemble, _write_model
 
@@ -134,7 +135,7 @@ def triton(
     for index, path in enumerate(engines):
         engine = read_engine(path, force=force)
         python = python_backend or engine.backend not in ("onnxruntime", "tensorrt", "openvino")
-        name = names[index] if names else default_name(engine.path, engine.backend, engine.precision)
+        name = names[index] if names else served_name(engine.path, engine.backend, engine.precision)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise DeployResError(f"model name {name!r} has characters Triton's repository does not take; use letters, digits, _ . -")
         top, batch = _batching(engine, max_batch_size)

@@ -7,7 +7,6 @@ and the config dict that :mod:`deploy_res.serve.pbtxt` renders.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -138,17 +137,6 @@ def _labels(path: Optional[Path], engine: Engine) -> Optional[list[str]]:
     if isinstance(classes, int) and classes > 0 and len(labels) != classes:
         raise DeployResError(f"{Path(path).name} has {len(labels)} labels; {engine.path.name}'s output {engine.outputs[0].name!r} has {classes} classes")
     return labels
-
-
-def default_name(engine_path: Path, backend: str, precision: str) -> str:
-    """``resnet18.fp32.cpu.ort.onnx`` (onnxruntime, fp32) -> ``resnet18_fp32_onnxruntime``."""
-    stem = engine_path.name
-    for suffix in (".ort.onnx", ".plan", ".ov.xml", ".onnx", ".xml"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = re.sub(r"(\.(cpu|cuda|ov|opt|onnxruntime|tensorrt|openvino|portable|fp32|fp16|bf16|int8))+$", "", stem) or engine_path.stem
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{stem}_{precision}_{backend}")
 
 
 def _io_config(engine: Engine, batched: bool, labels: Optional[list[str]]) -> tuple[list, list]:

@@ -266,7 +266,7 @@ def test_export_interrupted_at_every_step(tmp_path):
 
 def test_build_engine_interrupted_at_every_step(tmp_path):
     """FP32 ONNX Runtime engine: the graph passes' pair and the engine's pair."""
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
 
     source = tmp_path / "src" / "tiny.onnx"
     source.parent.mkdir()
@@ -276,7 +276,7 @@ def test_build_engine_interrupted_at_every_step(tmp_path):
 
     def run():
         save_new_graph()
-        build_engine(source, out, backend="onnxruntime")
+        build_engine(source, out, BuildSettings(backend="onnxruntime"))
 
     steps = _interrupt_at_every_step(out, run)
     names = {name for step, name in steps if step == "committed"}
@@ -304,7 +304,7 @@ def test_ctrl_c_is_held_during_the_commit(tmp_path):
 def test_int8_build_interrupted_at_every_step(tmp_path):
     """INT8: graph passes, the calibration cache (one self-checking file: old or new, never torn), the Q/DQ
     ONNX and the engine, each pair old or new whatever step Ctrl-C hits."""
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
 
     source = tmp_path / "src" / "tiny.onnx"
     source.parent.mkdir()
@@ -316,7 +316,7 @@ def test_int8_build_interrupted_at_every_step(tmp_path):
 
     def run():
         save_new_graph()
-        build_engine(source, out, backend="onnxruntime", precision="int8", calib_data=calib, calib_samples=8)
+        build_engine(source, out, BuildSettings(backend="onnxruntime", precision="int8", calib_data=calib, calib_samples=8))
 
     def caches():
         return {p.name: p.read_bytes() for p in out.glob("*.calib-*.json")}

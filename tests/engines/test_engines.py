@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deploy_res.build import build_engine, model_stem
+from deploy_res.build import BuildSettings, build_engine
+from deploy_res.core.names import model_stem
 from deploy_res.cli import cli
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines import get_backend, load_engine
@@ -49,7 +50,7 @@ def test_tensorrt_refused_in_one_line(exported, tmp_path):
 def test_tensorrt_onnx_only_writes_standard_graph(exported, tmp_path):
     import onnx
 
-    result = build_engine(exported.onnx_path, tmp_path, backend="tensorrt", onnx_only=True, quiet=True)
+    result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="tensorrt", onnx_only=True), quiet=True)
     assert result.engine is None and result.backend == "tensorrt"
     model = onnx.load(str(result.precision_onnx))
     assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
@@ -57,7 +58,7 @@ def test_tensorrt_onnx_only_writes_standard_graph(exported, tmp_path):
 
 
 def test_onnxruntime_engine_build_load_and_parity(exported, tmp_path):
-    result = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True)
+    result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime"), quiet=True)
     assert result.engine.name == "resnet18.fp32.cpu.ort.onnx"
     manifest = json.loads(result.engine.with_name(result.engine.name + ".json").read_text())
     assert manifest["engine"]["cpu"] == cpu_fingerprint() and manifest["model"]["source"] == "resnet18"
@@ -71,7 +72,7 @@ def test_onnxruntime_engine_build_load_and_parity(exported, tmp_path):
 
 
 def test_engine_from_another_cpu_is_reoptimised(exported, tmp_path):
-    result = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True)
+    result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime"), quiet=True)
     manifest_path = result.engine.with_name(result.engine.name + ".json")
     manifest = json.loads(manifest_path.read_text())
     manifest["engine"]["cpu"] = {"machine": "x86_64", "model": "Some Other CPU", "isa": ["avx2"]}
@@ -108,7 +109,7 @@ def test_fp16_and_int8_together_refused(exported):
 
 def test_int8_without_calibration_data(exported):
     with pytest.raises(DeployResError, match="--int8 needs --calib-data"):
-        build_engine(exported.onnx_path, backend="onnxruntime", precision="int8", quiet=True)
+        BuildSettings(backend="onnxruntime", precision="int8")
 
 
 @pytest.fixture(scope="module")

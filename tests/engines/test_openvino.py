@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deploy_res.build import build_engine
+from deploy_res.build import BuildSettings, build_engine
 from deploy_res.cli import cli
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines import backend_of, load_engine
@@ -53,7 +53,7 @@ def reference(exported, inputs):
 
 @pytest.fixture(scope="module")
 def fp32_engine(exported, tmp_path_factory):
-    return build_engine(exported.onnx_path, tmp_path_factory.mktemp("ov_fp32"), backend="openvino", quiet=True).engine
+    return build_engine(exported.onnx_path, tmp_path_factory.mktemp("ov_fp32"), BuildSettings(backend="openvino"), quiet=True).engine
 
 
 def test_fp32_engine_is_fp32_and_equals_onnxruntime(fp32_engine, inputs, reference):
@@ -124,7 +124,7 @@ def calib_npy(exported, tmp_path_factory):
 
 
 def test_int8_engine_from_the_qdq_onnx(exported, calib_npy, inputs, reference, tmp_path):
-    result = build_engine(exported.onnx_path, tmp_path, backend="openvino", precision="int8", calib_data=calib_npy, calib_samples=16, quiet=True)
+    result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="openvino", precision="int8", calib_data=calib_npy, calib_samples=16), quiet=True)
     assert result.precision_onnx.name == "resnet18.int8.onnxruntime.onnx"  # the layout OpenVINO runs fastest, shared with ORT
     manifest = _manifest(result.engine)
     assert (manifest.get("parent") or manifest["source"])["path"].endswith(result.precision_onnx.name)
@@ -151,7 +151,7 @@ def test_auto_measures_both_and_records_the_numbers(exported, tmp_path):
 
     if TensorRTBackend().available() is None:
         pytest.skip("auto picks TensorRT here")
-    result = build_engine(exported.onnx_path, tmp_path, precision="fp32", quiet=True)
+    result = build_engine(exported.onnx_path, tmp_path, BuildSettings(precision="fp32"), quiet=True)
     auto = _manifest(result.engine)["auto"]
     assert set(auto["images_per_s"]) == {"onnxruntime", "openvino"} and auto["chosen"] == result.backend
     speeds = {name: per["8"] for name, per in auto["images_per_s"].items()}
@@ -166,7 +166,7 @@ def test_profile_reports_openvino_beside_onnxruntime(exported, fp32_engine, tmp_
     import deploy_res.profiling as profiling
     from deploy_res.reports.schema import validate
 
-    ort_engine = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True).engine
+    ort_engine = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime"), quiet=True).engine
     report = profiling.profile([ort_engine, fp32_engine], batches=(1, 2), warmup_s=0, iterations=2, layer_iterations=2, torch_modes=(),
                                output_dir=tmp_path / "report", threads=2)
     assert validate(report) == []
@@ -183,7 +183,7 @@ def test_validate_and_profile_run_a_plain_onnx_on_openvino(exported, tmp_path):
     assert result.exit_code == 0, result.output
     validation = json.loads((tmp_path / "v.json").read_text())
     assert validation["backend"] == "openvino" and validation["precision"] == "fp32" and validation["passed"]
-    result = runner.invoke(cli, ["profile", str(exported.onnx_path), "--backend", "openvino", "--batch", "1", "--iterations", "2",
+    result = runner.invoke(cli, ["profile", str(exported.onnx_path), "--backend", "openvino", "--batches", "1", "--iterations", "2",
                                  "--warmup-s", "0", "--layer-iterations", "1", "-o", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     [entry] = json.loads((tmp_path / "report" / "profile.json").read_text())["artifacts"]
@@ -191,7 +191,7 @@ def test_validate_and_profile_run_a_plain_onnx_on_openvino(exported, tmp_path):
 
 
 def test_an_engine_runs_only_on_its_own_backend(exported, tmp_path):
-    engine = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", quiet=True).engine
+    engine = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime"), quiet=True).engine
     result = CliRunner().invoke(cli, ["validate", str(engine), "--backend", "openvino", "--samples", "4"])
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()

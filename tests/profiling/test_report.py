@@ -74,7 +74,7 @@ def test_cli_prints_one_table_and_writes_the_reports(artifacts, tmp_path):
     validation = tmp_path / "validation.json"
     validation.write_text(json.dumps({"results": [{"artifact": onnx.name, "precision": "fp32", "metrics": {"top1_agreement": 1.0}}]}))
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["-q", "profile", str(onnx), str(plan), "--batch", "1,2", "--iterations", "2", "--warmup-s", "0",
+    result = CliRunner().invoke(cli, ["-q", "profile", str(onnx), str(plan), "--batches", "1,2", "--iterations", "2", "--warmup-s", "0",
                                       "--layer-iterations", "1", "--validation", str(validation), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "speedup" in result.output and "not measured" in result.output and "resnet18.int8.plan" in result.output
@@ -86,7 +86,7 @@ def test_cli_rejects_duration_with_iterations_and_bad_batches(artifacts):
     onnx, _ = artifacts
     result = CliRunner().invoke(cli, ["profile", str(onnx), "--duration-s", "1", "--iterations", "2"])
     assert result.exit_code == 2 and "not both" in result.output
-    result = CliRunner().invoke(cli, ["profile", str(onnx), "--batch", "0,8"])
+    result = CliRunner().invoke(cli, ["profile", str(onnx), "--batches", "0,8"])
     assert result.exit_code == 2 and "positive batch sizes" in result.output
 
 

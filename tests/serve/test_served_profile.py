@@ -47,7 +47,7 @@ def _server_gone(served: dict) -> None:
 
 def test_profile_server_reports_each_concurrency_level(repository, served_engine, tmp_path):
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["-q", "profile", str(served_engine), "--batch", "1", "--iterations", "3", "--warmup-s", "0",
+    result = CliRunner().invoke(cli, ["-q", "profile", str(served_engine), "--batches", "1", "--iterations", "3", "--warmup-s", "0",
                                       "--layer-iterations", "0", "--server", str(repository), "--concurrency", ",".join(map(str, LEVELS)),
                                       "--server-duration-s", "1.5", "-o", str(out)])
     if "cannot start" in result.output or "exited with code" in result.output:

@@ -9,11 +9,11 @@ SIZE = (3, 64, 64)
 
 def tiny_engine(folder: Path) -> Path:
     """resnet18 at 3x64x64 (TorchScript export, BN folded), built for ONNX Runtime on the CPU: the engine's path."""
-    from deploy_res.build import build_engine
+    from deploy_res.build import BuildSettings, build_engine
     from deploy_res.export import export
 
     exported = export("resnet18", folder, input_size=SIZE, exporter="torchscript")
-    return Path(build_engine(exported.final_path, folder, backend="onnxruntime").engine)
+    return Path(build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime")).engine)
 
 
 def photo_folder(folder: Path, count: int, classes: int = 0, seed: int = 0, size: int = 80) -> Path:

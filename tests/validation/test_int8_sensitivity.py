@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from deploy_res.build import build_engine
+from deploy_res.build import BuildSettings, build_engine
 from deploy_res.cli import cli
 from deploy_res.validation import validate
 from deploy_res.validation.sensitivity import qdq_sources, rank_layers
@@ -32,8 +32,7 @@ def int8_build(tmp_path_factory):
     weights = bn_recalibrated_checkpoint("resnet18", folder, samples=32, input_size=(3, 64, 64))
     exported = export("resnet18", folder, weights=weights, input_size=(3, 64, 64), exporter="torchscript", optimize=False)
     write_random_crops(folder / "calib", 32, seed=0, size=80)
-    built = build_engine(exported.onnx_path, folder, backend="onnxruntime", precision="int8", calib_data=folder / "calib",
-                         calib_samples=32, quiet=True)
+    built = build_engine(exported.onnx_path, folder, BuildSettings(backend="onnxruntime", precision="int8", calib_data=folder / "calib", calib_samples=32), quiet=True)
     held_out = folder / "eval.npy"
     np.save(held_out, sample_inputs(32, Preprocessing.from_dict(exported.manifest["preprocessing"]), seed=7))
     return exported, built, held_out
@@ -68,8 +67,7 @@ def test_per_layer_cli_prints_the_ranking(int8_build):
 
 def test_fallback_leaves_the_worst_layers_in_fp32(int8_build, tmp_path):
     exported, _, _ = int8_build
-    built = build_engine(exported.onnx_path, tmp_path, backend="onnxruntime", precision="int8", calib_data=exported.onnx_path.parent / "calib",
-                         calib_samples=32, fallback_layers=3, quiet=True)
+    built = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime", precision="int8", calib_data=exported.onnx_path.parent / "calib", calib_samples=32, fallback_layers=3), quiet=True)
     manifest = onnx.load(str(built.precision_onnx))
     from deploy_res.core.manifest import read_manifest
 
