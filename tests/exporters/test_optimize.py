@@ -19,6 +19,7 @@ import deploy_res.exporters.pass_runner as runner
 from deploy_res.core.errors import DeployResError, ValidationFailed
 from deploy_res.models import create_model, list_models
 from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
+from deploy_res.core.onnx_io import save_onnx
 from deploy_res.exporters.pass_runner import CHECKED_WHEN_SAVED, optimize
 from deploy_res.optimize import optimize_file
 from deploy_res.exporters.report import render_report
@@ -195,6 +196,7 @@ def test_resnet50_onnxruntime(zoo_onnx, tmp_path):
     source = zoo_onnx("resnet50")
     assert Counter(n.op_type for n in onnx.load(str(source)).graph.node)["BatchNormalization"] == 53
     optimized, report = optimize(source, target="onnxruntime")
+    save_onnx(optimized, tmp_path / "resnet50.opt.onnx")
     ops = Counter(n.op_type for n in optimized.graph.node)
     assert ops["BatchNormalization"] == 0 and ops["Add"] == 0 and ops["Identity"] == 0
     fused = [n for n in optimized.graph.node if n.op_type == "FusedConv"]
