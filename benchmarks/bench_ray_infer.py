@@ -5,8 +5,8 @@ CPU), writes ``--images`` JPEG crops of scikit-image's photos (72x72), then
 times, each on the same files and batches:
 
   single        ``infer(...)`` in this process (decode, then the engine; ORT's default threads)
-  ray x1        ``infer(..., ray=True, actors=1)`` on a local cluster of ``--cpus`` CPUs
-  ray x2        ``infer(..., ray=True, actors=2)`` on the same cluster
+  ray x1        ``infer(..., InferSettings(ray=RayOptions(actors=1)))`` on a local cluster of ``--cpus`` CPUs
+  ray x2        ``infer(..., ray=RayOptions(actors=2))`` on the same cluster
 
 The cluster is started once (its start-up time is printed on its own) and
 every run includes Ray Data's pipeline start (actors loading the engine).
@@ -67,7 +67,8 @@ def main() -> None:
     from deploy_res.build import BuildSettings, build_engine
     from deploy_res.data.photos import _save, random_crops
     from deploy_res.export import export
-    from deploy_res.infer import infer
+    from deploy_res.infer import InferSettings, infer
+    from deploy_res.scale.options import RayOptions
     from deploy_res.scale.ray_data import ray_session
 
     size = tuple(int(x) for x in args.input_size.split(","))
@@ -104,7 +105,7 @@ def main() -> None:
 
         rows, starts = [], []
         start = time.perf_counter()
-        single = infer(engine, photos, root / "single.parquet", batch=args.batch)
+        single = infer(engine, photos, root / "single.parquet", InferSettings(batch=args.batch))
         t_single = time.perf_counter() - start
         rows.append(("single process", t_single, None))
         reference = pq.read_table(root / "single.parquet")
@@ -120,8 +121,7 @@ def main() -> None:
                         first.append((time.perf_counter(), done))
 
                 start = time.perf_counter()
-                infer(engine, photos, root / f"ray{actors}.parquet", batch=args.batch, ray=True, actors=actors, on_note=notes.append,
-                      progress=progress)
+                infer(engine, photos, root / f"ray{actors}.parquet", InferSettings(batch=args.batch, ray=RayOptions(actors=actors)), on_note=notes.append, progress=progress)
                 seconds = time.perf_counter() - start
                 equal = pq.read_table(root / f"ray{actors}.parquet").equals(reference)
                 steady = (args.images - first[0][1]) / (start + seconds - first[0][0])

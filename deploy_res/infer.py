@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -39,12 +40,36 @@ import numpy as np
 from deploy_res.core.files import file_record, write_artifact
 from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.models import Preprocessing
+from deploy_res.scale.options import RayOptions
 
 DEFAULT_TOP_K = 5
 DEFAULT_BATCH = 8
 ProgressCallback = Callable[[int, int], None]
 """``progress(images done, images in all)``, called after each batch."""
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """One batch inference; every field has the command line's default.
+
+    top_k: classes kept per image (default 5).
+    batch: images per engine run (default None: the manifest's optimal batch size, else 8).
+    skip_bad_files: skip images that fail to decode, naming them in the manifest (default False: stop).
+    force: use an engine whose validation FAILED (default False: refuse it).
+    ray: shard the batches over Ray Data actors (default None: in this process).
+    """
+
+    top_k: int = DEFAULT_TOP_K
+    batch: Optional[int] = None
+    skip_bad_files: bool = False
+    force: bool = False
+    ray: Optional[RayOptions] = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise DeployResError(f"--top-k {self.top_k}: must be at least 1")
+        if self.batch is not None and self.batch < 1:
+            raise DeployResError(f"--batch {self.batch}: must be at least 1")
 
 
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,31 +158,15 @@ def _table(pa, result: dict[str, Any], class_names: Optional[list[str]]):
     }, schema=_schema(pa))
 
 
-def infer(
-    engine: str | Path,
-    data: str | Path,
-    output: str | Path,
-    top_k: int = DEFAULT_TOP_K,
-    batch: Optional[int] = None,
-    skip_bad: bool = False,
-    force: bool = False,
-    ray: bool = False,
-    ray_address: Optional[str] = None,
-    actors: Optional[int] = None,
-    ray_cpus: Optional[int] = None,
-    progress: Optional[ProgressCallback] = None,
-    on_note: Optional[Callable[[str], None]] = None,
-) -> dict[str, Any]:
-    """Predict the ``top_k`` classes of every image in ``data``; write them to ``output`` (Parquet).
+def infer(engine: str | Path, data: str | Path, output: str | Path, settings: InferSettings = InferSettings(),
+          progress: Optional[ProgressCallback] = None, on_note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Predict the ``top_k`` classes of every image in ``data`` with ``engine``; write them to ``output`` (Parquet).
 
-    ``data``: a folder (class sub-folders give labels), a glob pattern, or a
-    ``.parquet`` list with a ``path`` column (:func:`deploy_res.data.images.list_images`).
-    Defaults: top 5; batches of the manifest's optimal batch size (else 8);
-    an undecodable image is an error naming it unless ``skip_bad``; an engine
-    that failed validation is refused unless ``force``; in this process
-    unless ``ray`` (a new local cluster of ``ray_cpus`` CPUs, default all,
-    or the cluster at ``ray_address``; ``actors`` default from
-    :func:`deploy_res.scale.ray_data.plan_actors`). Returns a summary.
+    ``data``: a folder (class sub-folders give labels), a glob pattern, or a ``.parquet`` list with a ``path``
+    column (:func:`deploy_res.data.images.list_images`). ``settings`` (:class:`InferSettings`): top 5, batches
+    of the manifest's optimal batch size (else 8), an undecodable image is an error naming it unless
+    ``skip_bad_files``, an engine that failed validation is refused unless ``force``, in this process unless
+    ``ray``. Returns a summary.
     """
     try:
         import pyarrow as pa
@@ -170,8 +179,6 @@ def infer(
     engine, output = Path(engine), Path(output)
     if not engine.is_file():
         raise DeployResError(f"engine {engine} not found")
-    if top_k < 1:
-        raise DeployResError(f"--top-k {top_k}: must be at least 1")
     if output.suffix != ".parquet":
         raise DeployResError(f"output {output} must end in .parquet")
     if output.is_dir():
@@ -180,19 +187,22 @@ def infer(
         raise DeployResError(f"output folder {output.parent} does not exist; create it first")
     manifest = read_manifest(engine) or {}
     status = validation_status(engine)
-    if status is not None and not status["passed"] and not force:
+    if status is not None and not status["passed"] and not settings.force:
         why = "; ".join(status["failed"][:2]) or "see the result file"
         raise DeployResError(f"{engine.name} FAILED validation ({status['source']}: {why}); fix or rebuild it, or pass --force to use it anyway")
     if not manifest.get("preprocessing"):
         raise DeployResError(f"{engine.name} has no manifest with preprocessing; build it with `deployres build-engine` from a deployres export")
+    from deploy_res.models import Preprocessing
+
     pre = Preprocessing.from_dict(manifest["preprocessing"])
-    batch = batch or int((manifest.get("batch_range") or {}).get("opt") or DEFAULT_BATCH)
+    batch = settings.batch or int((manifest.get("batch_range") or {}).get("opt") or DEFAULT_BATCH)
     images = list_images(data)
     batches = plan_batches(batch, images)
     total = len(images)
     start = time.perf_counter()
     skipped: list[str] = []
     done = 0
+    ray, top_k, skip_bad = settings.ray, settings.top_k, settings.skip_bad_files
     execution: dict[str, Any] = {"mode": "ray" if ray else "in-process", "batch": batch}
 
     def note(text: str) -> None:
@@ -212,17 +222,17 @@ def infer(
                     progress(done, total)
 
             if ray:
-                from deploy_res.scale.ray_data import ray_session, run_on_ray
+                from deploy_res.scale.ray_data import run_on_ray
 
                 def on_plan(plan):
-                    execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus, address=ray_address or "local")
+                    execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus, address=ray.where)
                     note(f"Ray: {plan.describe()}")
 
-                with ray_session(ray_address, ray_cpus):
+                with ray.session():
                     pending_results: dict[int, tuple[Any, list[str]]] = {}
                     following = 0  # rows are written in batch order, as in-process
                     for index, result, batch_skipped in run_on_ray(batches, InferWorker, {"engine": str(engine.resolve()), "top_k": top_k},
-                                                                   pre, skip_bad, str(data), actors, on_plan):
+                                                                   pre, skip_bad, str(data), ray.actors, on_plan):
                         pending_results[index] = (result, batch_skipped)
                         while following in pending_results:
                             result, batch_skipped = pending_results.pop(following)
@@ -242,7 +252,7 @@ def infer(
         pending.set_manifest("infer", {
             **lineage(manifest),
             "inputs": {"engine": file_record(engine), "data": str(data)},
-            "settings": {"top_k": top_k, "batch": batch, "skip_bad_files": skip_bad, "force": force},
+            "settings": {"top_k": top_k, "batch": batch, "skip_bad_files": skip_bad, "force": settings.force},
             "validation": status,
             "images": predicted,
             "skipped": skipped,

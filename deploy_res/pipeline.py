@@ -106,8 +106,8 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     from deploy_res.export import export
     from deploy_res.exporters.torch_export import check_input_shape
     from deploy_res.models import Preprocessing
-    from deploy_res.profiling import profile
-    from deploy_res.validation import validate
+    from deploy_res.profiling import ProfileSettings, profile
+    from deploy_res.validation import ValidateSettings, validate
 
     start = time.perf_counter()
     input_size = check_input_shape(settings.input_size) if settings.input_size else None  # refused before the BatchNorm re-estimation allocates inputs of that size
@@ -149,7 +149,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         result.engines[precision] = built.engine
         step(f"validating the {precision} engine against PyTorch on {settings.eval_samples} held-out photo crops")
         limits = {"top1_agreement": None} if demo_weights and precision != "fp32" else None
-        result.validations[precision] = validate(built.engine, data=str(eval_path), samples=settings.eval_samples, thresholds=limits)
+        result.validations[precision] = validate(built.engine, ValidateSettings(data=str(eval_path), samples=settings.eval_samples, limits=limits))
         if limits:
             result.validations[precision]["note"] = "demo checkpoint with an untrained classifier: top-1 agreement reported, not judged"
 
@@ -159,8 +159,8 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         step("building the ONNX Runtime FP32 engine as the baseline of the comparison")
         artifacts.insert(0, build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime"), quiet=quiet, console=console).engine)
     step("profiling the engines" + (" and the PyTorch original" if settings.torch_modes else ""))
-    result.report = profile(artifacts, batches=settings.batches, warmup_s=settings.warmup_s, duration_s=settings.duration_s,
-                            torch_modes=settings.torch_modes, validation_results=list(result.validations.values()),
+    measured = ProfileSettings(batches=settings.batches, warmup_s=settings.warmup_s, duration_s=settings.duration_s, torch_modes=settings.torch_modes)
+    result.report = profile(artifacts, measured, validation_results=list(result.validations.values()),
                             output_dir=folder / "report", quiet=quiet, console=console)
     result.interrupted = result.report.get("status") == "interrupted"
     result.seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ from deploy_res.core.files import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.data.inputs import load_inputs
 from deploy_res.engines import load_engine
-from deploy_res.infer import infer, top_k
+from deploy_res.infer import InferSettings, infer, top_k
 from deploy_res.models import Preprocessing
 from deploy_res.core.manifest import read_manifest
 
@@ -40,7 +40,7 @@ def test_top_k_order_and_scores():
 def test_predictions_equal_the_engine_run_directly(setup, tmp_path):
     engine, labelled, _ = setup
     out = tmp_path / "pred.parquet"
-    summary = infer(engine, labelled, out, top_k=3, batch=4)
+    summary = infer(engine, labelled, out, InferSettings(top_k=3, batch=4))
     assert summary["images"] == 21 and summary["skipped"] == []
     table = pq.read_table(out).to_pylist()
 
@@ -115,7 +115,7 @@ def test_interrupt_leaves_no_partial_file(setup, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        infer(engine, labelled, out, batch=2, progress=stop)
+        infer(engine, labelled, out, InferSettings(batch=2), progress=stop)
     assert list(tmp_path.iterdir()) == []
 
 

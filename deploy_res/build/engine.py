@@ -115,7 +115,7 @@ def _fp16_onnx(prepared: Path, output: Path, backend: str, common: dict, setting
     with write_artifact(output) as pending:
         save_onnx(model, pending.path)
         pending.set_manifest("precision", {**common, "inputs": {"onnx": file_record(prepared)},
-                             "settings": {"precision": "fp16", "target": backend,
+                             "settings": {"precision": "fp16", "backend": backend,
                                           "keep_op_types": list(settings.fp16_keep_op_types or []), "keep_nodes": list(settings.fp16_keep_nodes)},
                              "seconds": round(time.perf_counter() - start, 2)})
     return output
@@ -132,7 +132,7 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
     cache = folder / calibration_cache_name(stem, settings.calib_method)
     ranges = calibrate(prepared, samples.arrays, method=settings.calib_method, cache_path=cache, quiet=quiet, console=console)
     with status(f"emitting Q/DQ in the {layout} layout"):
-        model = emit_qdq(float_model, ranges, target=layout)
+        model = emit_qdq(float_model, ranges, layout=layout)
     output = folder / precision_onnx_name(stem, "int8", layout)
     # The Q/DQ ONNX and its manifest as one unit; the fallback ranks layers on the temporary file.
     with write_artifact(output) as pending:
@@ -146,7 +146,7 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
                        "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache, "cache_replaced": ranges.replaced,
                        "seconds": round(ranges.seconds, 2)}
         pending.set_manifest("precision", {**common, "inputs": {"onnx": file_record(prepared)},
-                             "settings": {"precision": "int8", "target": layout}, "calibration": calibration,
+                             "settings": {"precision": "int8", "layout": layout}, "calibration": calibration,
                              "fallback": fallback.to_dict() if fallback else None,
                              "seconds": round(time.perf_counter() - start, 2)})
     if fallback is not None:

@@ -158,6 +158,15 @@ def ray_options(command):
     return command
 
 
+def ray_options_from(ray: bool, ray_address: Optional[str], actors: Optional[int], ray_cpus: Optional[int]):
+    """The :class:`~deploy_res.scale.ray_data.RayOptions` the four Ray options ask for, or None (run in this process)."""
+    from deploy_res.scale.options import RayOptions
+
+    if not (ray or ray_address):
+        return None
+    return RayOptions(address=ray_address, actors=actors, cpus=ray_cpus)
+
+
 def preprocessing_options(command):
     """``--input-size``, ``--mean``, ``--std``, ``--crop-pct``: preprocessing for an ONNX file without a manifest."""
     for option in reversed((

@@ -7,9 +7,13 @@ from pathlib import Path
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import Limit, ray_options
+from deploy_res.cli.options import Limit, ray_options, ray_options_from
 from deploy_res.cli.render import _print_sensitivity, _print_validation, _progress
 from deploy_res.core.errors import ValidationFailed
+from deploy_res.engines import ONNX_BACKENDS
+from deploy_res.validation.settings import ValidateSettings
+
+DEFAULTS = ValidateSettings()
 
 
 @cli.command("validate")
@@ -17,8 +21,8 @@ from deploy_res.core.errors import ValidationFailed
 @click.option("--reference", help="Zoo name, package.module:factory or FP32 .onnx to compare with [default: the manifest's PyTorch model].")
 @click.option("--reference-weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --reference MODEL.")
 @click.option("--data", type=click.Path(), help="Image folder (sub-folders = classes for accuracy), glob, .parquet list of paths, or .npy/.npz [default: seeded random inputs].")
-@click.option("--samples", default=32, type=click.IntRange(1), help="Inputs to compare (at most).")
-@click.option("--batch", default=8, type=click.IntRange(1), help="Batch size of the runs.")
+@click.option("--samples", default=DEFAULTS.samples, show_default=True, type=click.IntRange(1), help="Inputs to compare (at most).")
+@click.option("--batch", default=DEFAULTS.batch, show_default=True, type=click.IntRange(1), help="Batch size of the runs.")
 @click.option("--max-rel-error", type=Limit(0, 1e6), help="Limit on max |error| / max |reference| [default: per precision].")
 @click.option("--min-cosine", type=Limit(-1, 1), help="Limit on the smallest per-sample cosine [default: per precision].")
 @click.option("--min-mean-cosine", type=Limit(-1, 1), help="Limit on the mean cosine [default: per precision].")
@@ -26,28 +30,28 @@ from deploy_res.core.errors import ValidationFailed
 @click.option("--max-top1-drop", type=Limit(0, 100), help="Limit on the top-1 accuracy drop in points, with labels [default: per precision].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Result file [default: <artifact>.validation.json].")
 @click.option("--per-layer", is_flag=True, help="INT8: rank the quantised layers by the error they add.")
-@click.option("--top", default=10, type=click.IntRange(1), help="With --per-layer: layers to print.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
+@click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
 @ray_options
 @pass_ctx
-def validate_command(ctx: Context, artifact, reference, reference_weights, data, samples, batch, max_rel_error, min_cosine, min_mean_cosine,
-                     min_top1_agreement, max_top1_drop, json_path, per_layer, top, skip_bad_files, backend, ray, ray_address, actors, ray_cpus) -> None:
+def validate_command(ctx: Context, artifact, max_rel_error, min_cosine, min_mean_cosine, min_top1_agreement, max_top1_drop, json_path, top,
+                     ray, ray_address, actors, ray_cpus, **options) -> None:
     """Compare ARTIFACT with its PyTorch original; exit 0 on pass, 1 on fail."""
     from deploy_res.validation import validate
 
-    overrides = {key: value for key, value in {"max_rel_error": max_rel_error, "cosine_min": min_cosine,
-                 "cosine_mean": min_mean_cosine, "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}.items() if value is not None}
+    given = {"max_rel_error": max_rel_error, "cosine_min": min_cosine, "cosine_mean": min_mean_cosine,
+             "top1_agreement": min_top1_agreement, "top1_drop_points": max_top1_drop}
+    settings = ValidateSettings(limits={name: value for name, value in given.items() if value is not None},
+                                ray=ray_options_from(ray, ray_address, actors, ray_cpus), **options)
     with _progress(ctx, f"validating {Path(artifact).name}") as progress:
-        result = validate(artifact, reference, reference_weights, data, samples, batch, overrides, output=json_path, per_layer=per_layer,
-                          skip_bad=skip_bad_files, ray=ray or bool(ray_address), ray_address=ray_address, actors=actors, ray_cpus=ray_cpus,
-                          backend=backend, progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
+        result = validate(artifact, settings, output=json_path, progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
     if result["inputs"].get("skipped"):
         ctx.console.print(f"skipped {len(result['inputs']['skipped'])} undecodable file(s): {', '.join(result['inputs']['skipped'][:5])}")
     for note in result.get("notes", []):
         ctx.console.print(f"[dim]{note}[/]")
     _print_validation(ctx, result)
-    if per_layer:
+    if settings.per_layer:
         _print_sensitivity(ctx, result["sensitivity"], top)
     if not result["passed"]:
         raise ValidationFailed(f"{Path(artifact).name} FAILED validation: {'; '.join(result['failed'])}")

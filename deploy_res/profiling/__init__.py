@@ -36,5 +36,6 @@ dict, :func:`build_report`), :mod:`.progress` (the progress bar).
 
 from deploy_res.profiling.report import SCHEMA_NAME, SCHEMA_VERSION, build_report, read_validation_files
 from deploy_res.profiling.run import profile
+from deploy_res.profiling.settings import ProfileSettings, ServedSettings
 
-__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "build_report", "profile", "read_validation_files"]
+__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "ProfileSettings", "ServedSettings", "build_report", "profile", "read_validation_files"]

@@ -4,9 +4,6 @@
 object holding one engine session, and for validation one reference) on each;
 :mod:`.ray_data` runs the same workers as Ray Data actors, on a local cluster
 or an existing one. Ray is optional (``pip install 'deployres[ray]'``) and is
-imported only when ``--ray`` is asked for.
+imported only when ``--ray`` is asked for; :mod:`.options` says where the work runs
+(:class:`~deploy_res.scale.options.RayOptions`).
 """
-
-from deploy_res.scale.work import WorkBatch, load_batch, plan_batches
-
-__all__ = ["WorkBatch", "load_batch", "plan_batches"]

@@ -25,6 +25,8 @@ from deploy_res.core.numerics import VALIDATION_LIMITS
 
 DEFAULTS = VALIDATION_LIMITS
 """The default limits per precision; they live with every other tolerance in :mod:`deploy_res.core.numerics`."""
+LIMIT_NAMES = tuple(DEFAULTS["fp32"])
+"""The limits a validation can be given: ``max_rel_error``, ``cosine_mean``, ``cosine_min``, ``top1_agreement``, ``top1_drop_points``."""
 UPPER_BOUNDS = ("max_rel_error", "top1_drop_points")
 """Limits a value must stay at or below; all others are lower bounds."""
 

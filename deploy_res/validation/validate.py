@@ -9,17 +9,15 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from deploy_res.core.files import file_record, write_json_atomic
-from deploy_res.core.manifest import precision_of, read_manifest
+from deploy_res.core.manifest import Manifest, precision_of, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array
-from deploy_res.models import Preprocessing
 from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.reference import resolve_reference
+from deploy_res.validation.settings import ValidateSettings
 from deploy_res.validation.thresholds import UPPER_BOUNDS, evaluate, thresholds_for
 
 RESULT_SCHEMA_VERSION = 1
-DEFAULT_SAMPLES = 32
-DEFAULT_BATCH = 8
 
 
 def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch: int, input_shape: tuple, seed: int):
@@ -35,6 +33,7 @@ def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch:
         return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
     from deploy_res.data.images import is_image_source, list_images
     from deploy_res.data.inputs import load_inputs
+    from deploy_res.models import Preprocessing
 
     pre = Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None
     if is_image_source(data):
@@ -57,10 +56,11 @@ class ValidateWorker:
     """
 
     def __init__(self, artifact: str, reference: Optional[str] = None, reference_weights: Optional[str] = None,
-                 input_shape: Optional[tuple] = None, threads: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 input_shape: Optional[tuple] = None, threads: Optional[int] = None, backend: Optional[str] = None,
+                 manifest: Optional[Manifest] = None) -> None:
         from deploy_res.engines import ONNX_BACKENDS, backend_of, load_engine
 
-        manifest = read_manifest(artifact) or {}
+        manifest = manifest if manifest is not None else read_manifest(artifact) or Manifest()
         self.reference = resolve_reference(manifest, reference, reference_weights)
         runs_on = backend or backend_of(artifact)
         self.runner = load_engine(artifact, backend=backend, **({"threads": threads} if threads and runs_on in ONNX_BACKENDS else {}))
@@ -91,61 +91,38 @@ class ValidateWorker:
         self.close()
 
 
-def validate(
-    artifact: str | Path,
-    reference: Optional[str] = None,
-    reference_weights: Optional[str] = None,
-    data: Optional[str] = None,
-    samples: int = DEFAULT_SAMPLES,
-    batch: int = DEFAULT_BATCH,
-    thresholds: Optional[Mapping[str, Optional[float]]] = None,
-    seed: int = 0,
-    output: Optional[str | Path] = None,
-    per_layer: bool = False,
-    skip_bad: bool = False,
-    ray: bool = False,
-    ray_address: Optional[str] = None,
-    actors: Optional[int] = None,
-    ray_cpus: Optional[int] = None,
-    backend: Optional[str] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
-    on_note: Optional[Callable[[str], None]] = None,
-) -> dict[str, Any]:
-    """Compare ``artifact`` with its reference on ``samples`` inputs; return (and write) the result.
+def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings(), output: Optional[str | Path] = None,
+             progress: Optional[Callable[[int, int], None]] = None, on_note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Compare ``artifact`` with its reference as ``settings`` say; return the result and write it to ``output``.
 
-    Defaults: the PyTorch model the manifest names; 32 seeded random inputs
-    when ``data`` (image folder, labelled folder, .npy/.npz) is not given;
-    batches of 8; the precision's limits from :mod:`thresholds`; the JSON
-    result written to ``<artifact>.validation.json``. ``per_layer`` (INT8
-    artifacts) adds ``sensitivity``: the quantised layers ranked by the error
-    they add (:mod:`.sensitivity`), on the same inputs.
+    Defaults (:class:`ValidateSettings`): the PyTorch model the manifest names; 32 seeded random inputs when
+    no ``data`` (image folder, labelled folder, glob, .parquet list, .npy/.npz) is given; batches of 8; the
+    precision's limits from :mod:`.thresholds`; the result at ``<artifact>.validation.json``. ``per_layer``
+    (INT8 artifacts) adds ``sensitivity``: the quantised layers ranked by the error they add
+    (:mod:`.sensitivity`), on the same inputs.
 
-    Images are read in batches as they are compared, never all at once; an
-    undecodable image is an error naming it unless ``skip_bad``. ``ray``
-    runs the batches on Ray Data actors (a new local cluster of ``ray_cpus``
-    CPUs, default all, or the cluster at ``ray_address``; ``actors`` default
-    from :func:`deploy_res.scale.ray_data.plan_actors`): every metric is
-    merged exactly, so the result holds the same numbers as in one process,
-    plus an ``execution`` block. ``progress(done, total)`` is called after
-    each batch. ``backend`` (``onnxruntime`` or ``openvino``) runs a plain ONNX
-    artifact on that backend (default: ONNX Runtime); an engine runs on its own.
+    Images are read in batches as they are compared, never all at once; an undecodable image is an error
+    naming it unless ``skip_bad_files``. With ``ray`` the batches run on Ray Data actors: every metric is
+    merged exactly, so the result holds the same numbers as in one process, plus an ``execution`` block.
+    ``progress(done, total)`` is called after each batch; ``on_note(text)`` with what the run notices.
+    ``backend`` runs a plain ONNX artifact on that backend; an engine runs on its own.
     """
     from deploy_res.engines import backend_of
 
     artifact = Path(artifact)
     if not artifact.is_file():
         raise DeployResError(f"artifact {artifact} not found")
-    manifest = read_manifest(artifact) or {}
+    manifest = read_manifest(artifact) or Manifest()
     precision = precision_of(artifact, manifest)
-    if ray and per_layer:
-        raise DeployResError("--per-layer runs in one process (it keeps every input); drop --ray for it")
-    with ValidateWorker(str(artifact), reference, reference_weights, backend=backend) as worker:  # closed on the way out, also on an error
+    runs_on = settings.backend or backend_of(artifact)
+    reference, reference_weights, data, batch, ray = settings.reference, settings.reference_weights, settings.data, settings.batch, settings.ray
+    with ValidateWorker(str(artifact), reference, reference_weights, backend=settings.backend, manifest=manifest) as worker:  # closed on the way out, also on an error
         ref, runner, info = worker.reference, worker.runner, worker.info
         input_shape = tuple(manifest.get("input", {}).get("shape", [None, *info.shape[1:]])[1:])
         if any(not isinstance(d, int) for d in input_shape):
             raise DeployResError(f"{artifact.name} has no fixed input size {input_shape}; give its manifest or a .npy of inputs")
         worker.input_shape = input_shape
-        batches, pre, class_names, inputs_desc = _work(data, manifest, samples, batch, input_shape, seed)
+        batches, pre, class_names, inputs_desc = _work(data, manifest, settings.samples, batch, input_shape, settings.seed)
         total = sum(len(work) for work in batches)
         device, output_name, notes = runner.device, runner.outputs[0].name, list(runner.notes)
 
@@ -162,9 +139,9 @@ def validate(
                 progress(sum(s.samples for s in states) + len(skipped), total)
 
         if ray:
-            from deploy_res.scale.ray_data import ray_session, run_on_ray
+            from deploy_res.scale.ray_data import run_on_ray
 
-            execution = {"mode": "ray", "address": ray_address or "local", "batch": batch}
+            execution = {"mode": "ray", "address": ray.where, "batch": batch}
 
             def on_plan(plan) -> None:
                 execution.update(actors=plan.actors, actor_cpus=plan.num_cpus, actor_gpus=plan.num_gpus)
@@ -173,17 +150,17 @@ def validate(
 
             worker.close()  # the actors load their own; this copy only checked the artifact and the reference
             kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape,
-                      "backend": backend}
-            with ray_session(ray_address, ray_cpus):
-                for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, skip_bad, str(data), actors, on_plan):
+                      "backend": settings.backend}
+            with ray.session():
+                for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, settings.skip_bad_files, str(data), ray.actors, on_plan):
                     collect(state, batch_skipped)
         else:
             from deploy_res.scale.work import load_batch
 
-            if per_layer:
+            if settings.per_layer:
                 worker.kept = []
             for work in batches:
-                arrays, labels, names, batch_skipped = load_batch(work, pre, skip_bad, str(data))
+                arrays, labels, names, batch_skipped = load_batch(work, pre, settings.skip_bad_files, str(data))
                 collect(worker(arrays, labels, names) if arrays is not None else None, batch_skipped)
         state = MetricState.merged(states)
         if state.samples == 0:
@@ -192,17 +169,14 @@ def validate(
             raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
 
         metrics, accuracy = state.finalize()
-        try:
-            limits = thresholds_for(precision, thresholds)
-        except KeyError as exc:
-            raise DeployResError(f"unknown threshold {exc.args[0]!r}; known: max_rel_error, cosine_mean, cosine_min, top1_agreement, top1_drop_points") from None
+        limits = thresholds_for(precision, settings.limits)
         checks = evaluate(metrics, accuracy, limits)
         passed = all(c["passed"] for c in checks)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "artifact": str(artifact),
             "artifact_sha256": file_record(artifact)["sha256"],
-            "backend": backend or backend_of(artifact),
+            "backend": runs_on,
             "device": device,
             "precision": precision,
             "notes": notes,
@@ -218,7 +192,7 @@ def validate(
             "seconds": round(time.perf_counter() - start, 2),
             **({"execution": execution} if execution else {}),
         }
-        if per_layer:
+        if settings.per_layer:
             from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 
             qdq_path, float_path = qdq_sources(artifact)

@@ -54,24 +54,25 @@ from deploy_res.core.onnx_io import load_onnx
 from deploy_res.core.residual import residual_adds
 from deploy_res.engines.precision.calibration_cache import Ranges
 
-TARGETS = ("tensorrt", "onnxruntime")
+LAYOUTS = ("tensorrt", "onnxruntime")
+"""The Q/DQ layouts: where Q/DQ pairs sit and how they are typed, per the runtime that reads them."""
 WEIGHTED_OPS = ("Conv", "Gemm")
 INT8_MAX = 127
 
 
-def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, target: str = "onnxruntime") -> onnx.ModelProto:
-    """A Q/DQ copy of the float ``model`` for ``target`` (``tensorrt`` or ``onnxruntime``, the default).
+def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, layout: str = "onnxruntime") -> onnx.ModelProto:
+    """A Q/DQ copy of the float ``model`` in ``layout`` (``tensorrt`` or ``onnxruntime``, the default).
 
     ``ranges`` must come from calibrating this very model (tensor names are
     matched); tensors it lacks are an error naming them.
     """
-    if target not in TARGETS:
-        raise DeployResError(f"unknown Q/DQ target {target!r}; use one of {', '.join(TARGETS)}")
+    if layout not in LAYOUTS:
+        raise DeployResError(f"unknown Q/DQ layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     proto = load_onnx(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise DeployResError(f"per-channel Q/DQ needs ONNX opset 13 or newer, the model has {opset}; re-export with opset_version >= 13")
-    if target == "tensorrt":
+    if layout == "tensorrt":
         return emit_tensorrt_qdq(proto, ranges)
     return emit_onnxruntime_qdq(proto, ranges)
 

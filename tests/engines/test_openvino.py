@@ -167,8 +167,8 @@ def test_profile_reports_openvino_beside_onnxruntime(exported, fp32_engine, tmp_
     from deploy_res.reports.schema import validate
 
     ort_engine = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="onnxruntime"), quiet=True).engine
-    report = profiling.profile([ort_engine, fp32_engine], batches=(1, 2), warmup_s=0, iterations=2, layer_iterations=2, torch_modes=(),
-                               output_dir=tmp_path / "report", threads=2)
+    settings = profiling.ProfileSettings(batches=(1, 2), warmup_s=0, iterations=2, layer_iterations=2, threads=2)
+    report = profiling.profile([ort_engine, fp32_engine], settings, output_dir=tmp_path / "report")
     assert validate(report) == []
     ort, ov = report["artifacts"]
     assert (ort["backend"], ov["backend"]) == ("onnxruntime", "openvino") and ov["precision"] == "fp32" and ov["measured"]

@@ -12,7 +12,7 @@ import pytest
 from deploy_res.build import BuildSettings, build_engine
 from deploy_res.demo import bn_recalibrated_checkpoint
 from deploy_res.export import export
-from deploy_res.validation import validate
+from deploy_res.validation import ValidateSettings, validate
 
 pytestmark = pytest.mark.gpu
 
@@ -47,7 +47,7 @@ def test_tensorrt_engine_matches_pytorch(tmp_path, model, precision, calib_folde
     exported = export(model, tmp_path, weights=weights, optimize=False)
     result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="tensorrt", precision=precision, calib_data=calib_folder if precision == "int8" else None, calib_samples=64), quiet=True)
     assert result.engine.suffix == ".plan"
-    verdict = validate(result.engine, data=str(eval_inputs), samples=64)
+    verdict = validate(result.engine, ValidateSettings(data=str(eval_inputs), samples=64))
     assert verdict["passed"], verdict["failed"]
     if precision == "int8":
         assert verdict["metrics"]["cosine_mean"] >= INT8_COSINE

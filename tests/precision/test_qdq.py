@@ -207,7 +207,7 @@ def test_toy_graphs_gemm_axis_and_skip_choice(tmp_path, trans_b, scaled_residual
 
 def test_bad_emit_requests_fail_in_one_line(digits_model, digits_ranges):
     model = onnx.load(str(digits_model.onnx_path))
-    with pytest.raises(DeployResError, match="unknown Q/DQ target"):
+    with pytest.raises(DeployResError, match="unknown Q/DQ layout"):
         emit_qdq(model, digits_ranges, "tflite")
     with pytest.raises(DeployResError, match="lack .* tensors"):
         emit_qdq(model, Ranges("minmax", {}, {"input": (-1.0, 1.0)}), "tensorrt")

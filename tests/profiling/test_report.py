@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
 
 import deploy_res.profiling as profiling
 import deploy_res.profiling.run as profiling_run
+from deploy_res.profiling import ProfileSettings
 from deploy_res.cli import cli
 from deploy_res.reports.schema import SCHEMA, validate
 
-FAST = dict(batches=(1, 2), warmup_s=0, iterations=3, layer_iterations=2)
+FAST = ProfileSettings(batches=(1, 2), warmup_s=0, iterations=3, layer_iterations=2)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def artifacts(export_cache, tmp_path_factory):
 def test_profile_measures_reports_and_keeps_the_unloadable(artifacts, tmp_path):
     onnx, plan = artifacts
     validation = [{"artifact": str(onnx), "precision": "fp32", "metrics": {"top1_agreement": 0.995}}, {"no": "artifact"}]
-    report = profiling.profile([onnx, plan], torch_modes=("eager",), validation_results=validation, output_dir=tmp_path, **FAST)
+    report = profiling.profile([onnx, plan], replace(FAST, torch_modes=("eager",)), validation_results=validation, output_dir=tmp_path)
     assert validate(report) == []
     written = json.loads((tmp_path / "profile.json").read_text())
     assert validate(written) == [] and written["status"] == "complete"
@@ -61,7 +63,7 @@ def test_ctrl_c_still_writes_what_was_measured(artifacts, tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(profiling_run, "interleaved", interrupted)
-    report = profiling.profile([onnx], output_dir=tmp_path, **FAST)
+    report = profiling.profile([onnx], FAST, output_dir=tmp_path)
     written = json.loads((tmp_path / "profile.json").read_text())
     assert report["status"] == written["status"] == "interrupted"
     assert [b["batch"] for b in written["artifacts"][0]["batches"]] == [1]

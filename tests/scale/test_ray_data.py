@@ -23,9 +23,10 @@ import pytest
 from scale_helpers import photo_folder, tiny_engine
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.infer import infer
+from deploy_res.infer import InferSettings, infer
+from deploy_res.scale.options import RayOptions
 from deploy_res.scale.ray_data import plan_actors
-from deploy_res.validation import validate
+from deploy_res.validation import ValidateSettings, validate
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'deployres[ray]'")
 
@@ -79,8 +80,8 @@ def test_plan_never_takes_every_cpu():
 
 def test_sharded_validation_equals_single_process(setup, cluster, tmp_path):
     engine, data, _ = setup
-    single = validate(engine, data=str(data), samples=IMAGES, batch=8, output=tmp_path / "single.json")
-    sharded = validate(engine, data=str(data), samples=IMAGES, batch=8, output=tmp_path / "ray.json", ray=True)
+    single = validate(engine, ValidateSettings(data=str(data), samples=IMAGES, batch=8), output=tmp_path / "single.json")
+    sharded = validate(engine, ValidateSettings(data=str(data), samples=IMAGES, batch=8, ray=RayOptions()), output=tmp_path / "ray.json")
     assert sharded["execution"]["mode"] == "ray" and sharded["inputs"]["samples"] == IMAGES
     assert sharded["accuracy"] is not None  # labelled folder: the accuracy block merges too
     assert _numbers(sharded) == _numbers(single)
@@ -90,16 +91,16 @@ def test_sharded_validation_equals_single_process(setup, cluster, tmp_path):
 
 def test_sharded_validation_two_actors_does_not_hang(setup, cluster, tmp_path):
     engine, data, _ = setup
-    single = validate(engine, data=str(data), samples=64, batch=8, output=tmp_path / "single.json")
-    two = validate(engine, data=str(data), samples=64, batch=8, output=tmp_path / "ray.json", ray=True, actors=2)
+    single = validate(engine, ValidateSettings(data=str(data), samples=64, batch=8), output=tmp_path / "single.json")
+    two = validate(engine, ValidateSettings(data=str(data), samples=64, batch=8, ray=RayOptions(actors=2)), output=tmp_path / "ray.json")
     assert two["execution"]["actors"] == 2
     assert _numbers(two) == _numbers(single)
 
 
 def test_sharded_infer_equals_in_process(setup, cluster, tmp_path):
     engine, data, _ = setup
-    local = infer(engine, data, tmp_path / "local.parquet", batch=8)
-    sharded = infer(engine, data, tmp_path / "ray.parquet", batch=8, ray=True)
+    local = infer(engine, data, tmp_path / "local.parquet", InferSettings(batch=8))
+    sharded = infer(engine, data, tmp_path / "ray.parquet", InferSettings(batch=8, ray=RayOptions()))
     assert sharded["execution"]["mode"] == "ray" and sharded["images"] == local["images"] == IMAGES
     assert pq.read_table(tmp_path / "ray.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
 
@@ -112,11 +113,11 @@ def test_corrupt_image_named_or_skipped_on_ray(setup, cluster, tmp_path):
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "crop_00003x.jpg").write_bytes(b"\x00" * 100)
     with pytest.raises(DeployResError, match="crop_00003x.jpg"):
-        infer(engine, folder, tmp_path / "p.parquet", ray=True)
+        infer(engine, folder, tmp_path / "p.parquet", InferSettings(ray=RayOptions()))
     assert not list(tmp_path.glob("*p.parquet*"))
-    result = infer(engine, folder, tmp_path / "p.parquet", ray=True, skip_bad=True)
+    result = infer(engine, folder, tmp_path / "p.parquet", InferSettings(ray=RayOptions(), skip_bad_files=True))
     assert result["skipped"] == ["crop_00003x.jpg"] and result["images"] == 10
-    local = infer(engine, folder, tmp_path / "q.parquet", skip_bad=True)
+    local = infer(engine, folder, tmp_path / "q.parquet", InferSettings(skip_bad_files=True))
     assert pq.read_table(tmp_path / "p.parquet").equals(pq.read_table(local["output"]))
 
 

@@ -98,7 +98,7 @@ def test_profile_server_reports_each_concurrency_level(repository, served_engine
 
 def test_ctrl_c_stops_the_server_and_keeps_the_levels_measured(repository, tmp_path, monkeypatch):
     import deploy_res.serve.load as load
-    from deploy_res.profiling import profile
+    from deploy_res.profiling import ProfileSettings, ServedSettings, profile
 
     real, calls = load.load_test, []
 
@@ -109,8 +109,8 @@ def test_ctrl_c_stops_the_server_and_keeps_the_levels_measured(repository, tmp_p
         return real(*args, **kwargs)
 
     monkeypatch.setattr(load, "load_test", interrupted)
-    report = profile([], server=repository, server_models=[MODEL], concurrency=LEVELS, server_duration_s=1.0, warmup_s=0,
-                     output_dir=tmp_path)
+    served = ServedSettings(str(repository), models=(MODEL,), concurrency=tuple(LEVELS), duration_s=1.0)
+    report = profile([], ProfileSettings(warmup_s=0, served=served), output_dir=tmp_path)
     written = json.loads((tmp_path / "profile.json").read_text())
     assert validate(written) == []
     assert report["status"] == written["status"] == "interrupted" == written["served"]["status"]

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from deploy_res.build import BuildSettings, build_engine
 from deploy_res.cli import cli
-from deploy_res.validation import validate
+from deploy_res.validation import ValidateSettings, validate
 from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 
 
@@ -40,7 +40,7 @@ def int8_build(tmp_path_factory):
 
 def test_int8_engine_passes_validation(int8_build):
     _, built, held_out = int8_build
-    result = validate(built.engine, data=str(held_out), output=built.engine.with_suffix(".v.json"), thresholds={"top1_agreement": None})
+    result = validate(built.engine, ValidateSettings(data=str(held_out), limits={"top1_agreement": None}), output=built.engine.with_suffix(".v.json"))
     assert result["passed"], result["failed"]
     assert result["precision"] == "int8" and result["metrics"]["cosine_mean"] > 0.98
 
@@ -77,7 +77,7 @@ def test_fallback_leaves_the_worst_layers_in_fp32(int8_build, tmp_path):
     for node in manifest.graph.node:
         if node.name in fallback["fp32_layers"]:
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
-    assert validate(built.engine, samples=8, output=tmp_path / "v.json")["metrics"]["cosine_mean"] > 0.95
+    assert validate(built.engine, ValidateSettings(samples=8), output=tmp_path / "v.json")["metrics"]["cosine_mean"] > 0.95
 
 
 def test_qdq_scale_off_by_two_is_rejected(int8_build, tmp_path):

@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 from deploy_res.core.errors import DeployResError
 from deploy_res.export import export
-from deploy_res.validation import validate
+from deploy_res.validation import ValidateSettings, validate
 from deploy_res.validation.metrics import accuracy, compare
 
 SIZE = (3, 64, 64)
@@ -59,7 +59,7 @@ def test_metrics_on_known_values():
 
 def test_raw_and_optimised_onnx_pass(trained_like, tmp_path):
     for artifact in (trained_like.onnx_path, trained_like.optimized_path):
-        result = validate(artifact, samples=8, output=tmp_path / "r.json")
+        result = validate(artifact, ValidateSettings(samples=8), output=tmp_path / "r.json")
         assert result["passed"], result["failed"]
         assert result["reference"]["kind"] == "pytorch" and result["inputs"]["kind"] == "random"
         assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
@@ -133,12 +133,12 @@ def test_missing_model_and_weights_are_one_line(trained_like, tmp_path):
 
 
 def test_reference_onnx_and_wrong_input_shape(trained_like, tmp_path):
-    result = validate(trained_like.optimized_path, reference=str(trained_like.onnx_path), samples=4, output=tmp_path / "a.json")
+    result = validate(trained_like.optimized_path, ValidateSettings(reference=str(trained_like.onnx_path), samples=4), output=tmp_path / "a.json")
     assert result["passed"] and result["reference"]["kind"] == "onnx"
     arrays = tmp_path / "x.npy"
     np.save(arrays, np.zeros((4, 3, 32, 32), np.float32))
     with pytest.raises(DeployResError, match="expects"):
-        validate(trained_like.optimized_path, data=str(arrays), output=tmp_path / "b.json")
+        validate(trained_like.optimized_path, ValidateSettings(data=str(arrays)), output=tmp_path / "b.json")
 
 
 def test_labelled_arrays_give_accuracy_and_unknown_classes_fail(tmp_path, monkeypatch):
@@ -151,11 +151,11 @@ def test_labelled_arrays_give_accuracy_and_unknown_classes_fail(tmp_path, monkey
     result = export("tinymodels:tiny3", tmp_path / "out", input_size=(3, 32, 32), exporter="torchscript")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "ok.npz", inputs=rng.standard_normal((12, 3, 32, 32)).astype(np.float32), labels=rng.integers(0, 3, 12))
-    ok = validate(result.optimized_path, data=str(tmp_path / "ok.npz"), output=tmp_path / "ok.json")
+    ok = validate(result.optimized_path, ValidateSettings(data=str(tmp_path / "ok.npz")), output=tmp_path / "ok.json")
     assert ok["accuracy"] is not None and ok["passed"] and ok["accuracy"]["top1_drop_points"] == 0
     np.savez(tmp_path / "bad.npz", inputs=rng.standard_normal((4, 3, 32, 32)).astype(np.float32), labels=np.array([0, 1, 5, 2]))
     with pytest.raises(DeployResError, match="the model outputs 3"):
-        validate(result.optimized_path, data=str(tmp_path / "bad.npz"), output=tmp_path / "bad.json")
+        validate(result.optimized_path, ValidateSettings(data=str(tmp_path / "bad.npz")), output=tmp_path / "bad.json")
 
 
 def test_runner_closed_when_an_error_is_raised_mid_way(trained_like, tmp_path, monkeypatch):
@@ -185,5 +185,5 @@ def test_runner_closed_when_an_error_is_raised_mid_way(trained_like, tmp_path, m
 
     monkeypatch.setattr(deploy_res.engines, "load_engine", load_engine)
     with pytest.raises(DeployResError, match="the second batch breaks"):
-        validate(artifact, samples=4, batch=2)
+        validate(artifact, ValidateSettings(samples=4, batch=2))
     assert len(loaded) == 1 and loaded[0].closed
