@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     args = parser.parse_args()
 
-    from deploy_res.serve import triton
+    from deploy_res.serve import TritonSettings, triton
     from deploy_res.serve.load import load_test, markdown_table
     from deploy_res.serve.server import start_server
 
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"in-process: batch 1 {b1_ms:.2f} ms ({b1_ips:.0f} img/s); batch {opt} {bo_ms:.2f} ms ({bo_ips:.0f} img/s)")
     with tempfile.TemporaryDirectory() as folder:
         repo = Path(folder) / "repo"
-        written = triton([args.engine], repo, python_backend=True, max_queue_delay_us=args.queue_delay_us)
+        written = triton([args.engine], repo, TritonSettings(python_backend=True, max_queue_delay_us=args.queue_delay_us))
         model = written.models[0]["name"]
         with start_server(repo, ready_timeout_s=180) as server:
             import onnx

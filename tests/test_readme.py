@@ -34,3 +34,14 @@ def test_the_validation_limits_table_is_the_code():
     assert set(table) == set(DEFAULTS)
     for precision, limits in DEFAULTS.items():
         assert table[precision] == limits, precision
+
+
+def test_the_python_example_runs(tmp_path, monkeypatch):
+    """The README's "From Python" block, verbatim, in an empty folder."""
+    text = README.read_text()
+    block = text[text.index("### From Python"):]
+    code = block[block.index("```python\n") + len("```python\n"):block.index("```\n", block.index("```python"))]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "out" / "resnet18.int8.cpu.ort.onnx").is_file()
+    assert (tmp_path / "out" / "report" / "profile.html").is_file()

@@ -14,7 +14,7 @@ from deploy_res.cli.options import BATCH_SIZES
 @click.option("--name", "names", multiple=True, help="Model name, once per engine in order [default: <model>_<precision>_<backend>].")
 @click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Queue delay = this budget - the engine's measured latency at the optimal batch [default: no queueing].")
 @click.option("--max-queue-delay-us", type=click.IntRange(0), help="Set max_queue_delay_microseconds directly.")
-@click.option("--preferred-batch-size", "preferred", type=BATCH_SIZES, help="Comma-separated preferred_batch_size (Triton advises against it for most models).")
+@click.option("--preferred-batch-size", "preferred_batch_sizes", type=BATCH_SIZES, help="Comma-separated preferred_batch_size (Triton advises against it for most models).")
 @click.option("--max-batch-size", type=click.IntRange(1), help="max_batch_size [default: the top of the manifest's batch range].")
 @click.option("--instances", type=click.IntRange(1), help="Instances per model [default: 1].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per instance [default: cores / instances].")
@@ -26,14 +26,12 @@ from deploy_res.cli.options import BATCH_SIZES
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--check", is_flag=True, help="With --python-backend: serve the repository on the tritonserver nvidia-pytriton bundles and compare outputs with the engines.")
 @pass_ctx
-def triton_command(ctx: Context, engines, output_dir, names, latency_budget_ms, max_queue_delay_us, preferred, max_batch_size, instances,
-                   threads, cores, labels, python_backend, ensemble, force, overwrite, check) -> None:
+def triton_command(ctx: Context, engines, output_dir, **options) -> None:
     """Write a Triton Inference Server model repository serving ENGINE... (validated engines)."""
     from deploy_res.serve import triton
+    from deploy_res.serve.triton_settings import TritonSettings
 
-    result = triton(engines, output_dir, names=names, latency_budget_ms=latency_budget_ms, max_queue_delay_us=max_queue_delay_us,
-                    preferred_batch_sizes=preferred or (), max_batch_size=max_batch_size, instances=instances, threads=threads,
-                    cores=cores, labels=labels, python_backend=python_backend, ensemble=ensemble, force=force, overwrite=overwrite, check=check)
+    result = triton(engines, output_dir, TritonSettings(**{name: value for name, value in options.items() if value is not None}))
     for model in result.models:
         detail = f"max_batch_size {model['max_batch_size']}"
         if "instances" in model:

@@ -9,5 +9,6 @@ local checks; :mod:`.load` measures a served model under concurrency.
 """
 
 from deploy_res.serve.triton import TritonRepository, read_engine, triton
+from deploy_res.serve.triton_settings import TritonSettings
 
-__all__ = ["TritonRepository", "read_engine", "triton"]
+__all__ = ["TritonRepository", "TritonSettings", "read_engine", "triton"]

@@ -63,13 +63,14 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.names import served_name
 from deploy_res.serve.triton_check import check_repository
 from deploy_res.serve.triton_config import _batching, _labels, _Plan, _queue_delay, _threads
 from deploy_res.serve.triton_engine import read_engine
+from deploy_res.serve.triton_settings import TritonSettings
 from deploy_res.serve.triton_writer import _commit, _write_ensemble, _write_model
 
 @dataclass
@@ -83,65 +84,40 @@ class TritonRepository:
 
 
 
-def triton(
-    engines: Sequence[str | Path],
-    output_dir: str | Path,
-    names: Sequence[str] = (),
-    latency_budget_ms: Optional[float] = None,
-    max_queue_delay_us: Optional[int] = None,
-    preferred_batch_sizes: Sequence[int] = (),
-    max_batch_size: Optional[int] = None,
-    instances: Optional[int] = None,
-    threads: Optional[int] = None,
-    cores: Optional[int] = None,
-    labels: Optional[str | Path] = None,
-    python_backend: bool = False,
-    ensemble: bool = False,
-    force: bool = False,
-    overwrite: bool = False,
-    check: bool = False,
-) -> TritonRepository:
-    """Write a Triton model repository at ``output_dir`` serving ``engines`` (see the module docstring).
+def triton(engines: Sequence[str | Path], output_dir: str | Path, settings: TritonSettings = TritonSettings()) -> TritonRepository:
+    """Write a Triton model repository at ``output_dir`` serving ``engines`` as ``settings`` say (see the module docstring).
 
-    Defaults: model names ``<model>_<precision>_<backend>``; no latency budget
-    (``max_queue_delay_microseconds: 0``); ``max_batch_size`` from the batch
-    range; one instance; threads = ``cores`` / instances; ``cores`` = the CPUs
-    this process may use; native Triton backends (``python_backend`` serves
-    every engine through deployres' runner instead); no ensemble; engines
-    without a passing validation refused (``force`` serves them, recording
-    why); an existing non-empty ``output_dir`` refused (``overwrite``
-    replaces it whole). ``check`` (Python-backend repositories only) then
-    serves the repository on the bundled ``tritonserver`` and compares each
-    model's output with its engine run in-process (:func:`check_repository`).
+    Defaults (:class:`~deploy_res.serve.triton_settings.TritonSettings`): model names
+    ``<model>_<precision>_<backend>``; no latency budget (``max_queue_delay_microseconds: 0``);
+    ``max_batch_size`` from the batch range; one instance; threads = cores / instances; native Triton
+    backends; no ensemble; engines without a passing validation refused; an existing non-empty
+    ``output_dir`` refused. ``check`` (Python-backend repositories only) then serves the repository on the
+    bundled ``tritonserver`` and compares each model's output with its engine run in-process
+    (:func:`check_repository`).
     """
+    names, ensemble = settings.names, settings.ensemble
     if not engines:
         raise DeployResError("give at least one engine")
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise DeployResError(f"output path {output} exists and is not a folder; choose another -o/--output")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
+    if output.is_dir() and any(output.iterdir()) and not settings.overwrite:
         raise DeployResError(f"{output} exists and is not empty; pass --overwrite to replace it (the whole repository is replaced at once)")
     if names and len(names) != len(engines):
         raise DeployResError(f"{len(names)} --name for {len(engines)} engines; give one name per engine, in order")
-    if check and not python_backend:
-        raise DeployResError("--check serves the repository on the tritonserver that nvidia-pytriton bundles, which has only "
-                             "the Python backend; add --python-backend (native onnxruntime/tensorrt/openvino models need NVIDIA's container)")
-    if latency_budget_ms is not None and latency_budget_ms <= 0:
-        raise DeployResError("--latency-budget-ms must be positive")
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = settings.cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
     plans: list[_Plan] = []
     for index, path in enumerate(engines):
-        engine = read_engine(path, force=force)
-        python = python_backend or engine.backend not in ("onnxruntime", "tensorrt", "openvino")
+        engine = read_engine(path, force=settings.force)
+        python = settings.python_backend or engine.backend not in ("onnxruntime", "tensorrt", "openvino")
         name = names[index] if names else served_name(engine.path, engine.backend, engine.precision)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise DeployResError(f"model name {name!r} has characters Triton's repository does not take; use letters, digits, _ . -")
-        top, batch = _batching(engine, max_batch_size)
-        count, per = _threads(engine, instances, threads, cores)
-        delay, how = _queue_delay(engine, batch, latency_budget_ms, max_queue_delay_us, per) if top > 0 else (0, "no batching")
-        plan = _Plan(engine, name, python, top, batch, count, per, delay, how, _labels(Path(labels) if labels else None, engine))
+        top, batch = _batching(engine, settings.max_batch_size)
+        count, per = _threads(engine, settings.instances, settings.threads, cores)
+        delay, how = _queue_delay(engine, batch, settings.latency_budget_ms, settings.max_queue_delay_us, per) if top > 0 else (0, "no batching")
+        plan = _Plan(engine, name, python, top, batch, count, per, delay, how, _labels(Path(settings.labels) if settings.labels else None, engine))
         if engine.forced:
             plan.warnings.append(f"served with --force: {engine.forced}")
         if engine.backend == "openvino" and not python and engine.precision == "fp32":
@@ -165,7 +141,7 @@ def triton(
     result = TritonRepository(output)
     try:
         for plan in plans:
-            result.models.append(_write_model(plan, staging, preferred_batch_sizes, cores))
+            result.models.append(_write_model(plan, staging, settings.preferred_batch_sizes, cores))
             if ensemble:
                 result.models += _write_ensemble(plan, staging)
         _commit(staging, output)
@@ -174,6 +150,6 @@ def triton(
         raise
     for plan in plans:
         result.notes += [f"{plan.name}: {w}" for w in plan.warnings]
-    if check:
+    if settings.check:
         result.checks = check_repository(output, [(plan.name, plan.engine, plan.max_batch_size) for plan in plans])
     return result

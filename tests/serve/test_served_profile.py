@@ -25,7 +25,7 @@ LEVELS = (1, 2, 4)
 def repository(served_engine, tmp_path_factory):
     pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (pip install 'deployres[triton]')")
     from deploy_res.core.errors import DeployResError
-    from deploy_res.serve import triton
+    from deploy_res.serve import TritonSettings, triton
     from deploy_res.serve.server import bundled_server
 
     try:
@@ -33,7 +33,7 @@ def repository(served_engine, tmp_path_factory):
     except DeployResError as exc:
         pytest.skip(f"no bundled tritonserver here: {exc}")
     repo = tmp_path_factory.mktemp("served-profile") / "repo"
-    triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=2000)
+    triton([served_engine], repo, TritonSettings(python_backend=True, ensemble=True, max_queue_delay_us=2000))
     return repo
 
 

@@ -16,7 +16,7 @@ from deploy_res.cli import cli
 from deploy_res.core.files import sha256_file
 from deploy_res.core.manifest import write_manifest
 from deploy_res.core.errors import DeployResError
-from deploy_res.serve import triton
+from deploy_res.serve import TritonSettings, triton
 from deploy_res.serve.triton_engine import TRITON_TYPES
 from deploy_res.serve.triton_writer import LINEAGE_FILE
 
@@ -54,7 +54,7 @@ def test_onnxruntime_repository_matches_graph_and_manifest(served_engine, tmp_pa
     repo = tmp_path / "repo"
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(1000)))
-    result = triton([served_engine], repo, latency_budget_ms=10_000, labels=labels, cores=4, instances=2)
+    result = triton([served_engine], repo, TritonSettings(latency_budget_ms=10_000, labels=labels, cores=4, instances=2))
     manifest = manifest_of(served_engine)
     (model,) = result.models
     model_dir = repo / model["name"]
@@ -86,7 +86,7 @@ def test_onnxruntime_repository_matches_graph_and_manifest(served_engine, tmp_pa
 
 def test_python_backend_and_ensemble_configs(served_engine, tmp_path):
     repo = tmp_path / "repo"
-    result = triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=1234, preferred_batch_sizes=(4, 8))
+    result = triton([served_engine], repo, TritonSettings(python_backend=True, ensemble=True, max_queue_delay_us=1234, preferred_batch_sizes=(4, 8)))
     names = [m["name"] for m in result.models]
     assert names == ["resnet18_fp32_onnxruntime", "resnet18_fp32_onnxruntime_preprocess", "resnet18_fp32_onnxruntime_ensemble"]
     source = Path(manifest_of(served_engine)["source"]["path"])
@@ -154,7 +154,7 @@ def test_external_data_served_in_the_folder_form(served_engine, tmp_path):
 def test_tensorrt_plan_repository(served_engine, tmp_path):
     plan = _fake_engine(served_engine, tmp_path / "plan", "tensorrt", ".plan",
                         {"device": "cuda", "tensorrt": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "batch_range": {"min": 1, "opt": 8, "max": 16}})
-    result = triton([plan], tmp_path / "repo", latency_budget_ms=4)
+    result = triton([plan], tmp_path / "repo", TritonSettings(latency_budget_ms=4))
     (model,) = result.models
     model_dir = tmp_path / "repo" / model["name"]
     config = parse_config(model_dir)
@@ -172,7 +172,7 @@ def test_tensorrt_plan_repository(served_engine, tmp_path):
 
 def test_openvino_repository(served_openvino_engine, tmp_path):
     engine = served_openvino_engine
-    result = triton([engine], tmp_path / "repo", cores=2)
+    result = triton([engine], tmp_path / "repo", TritonSettings(cores=2))
     (model,) = result.models
     assert model["name"] == "resnet18_fp32_openvino"
     model_dir = tmp_path / "repo" / model["name"]
@@ -195,7 +195,7 @@ def test_openvino_repository(served_openvino_engine, tmp_path):
 
 def test_openvino_python_backend_ships_ir_weights(served_openvino_engine, tmp_path):
     engine = served_openvino_engine
-    triton([engine], tmp_path / "repo", python_backend=True)
+    triton([engine], tmp_path / "repo", TritonSettings(python_backend=True))
     shipped = tmp_path / "repo" / "resnet18_fp32_openvino" / "1" / "engine"
     assert sorted(p.name for p in shipped.iterdir()) == sorted([engine.name, engine.name + ".json", engine.with_suffix(".bin").name, "source.onnx"])
 
@@ -205,7 +205,7 @@ def test_failed_validation_refused_unless_forced(served_engine, tmp_path):
     with pytest.raises(DeployResError, match="FAILED validation .*cosine_min.*--force"):
         triton([failed], tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
-    result = triton([failed], tmp_path / "repo", force=True)
+    result = triton([failed], tmp_path / "repo", TritonSettings(force=True))
     lineage = json.loads((tmp_path / "repo" / result.models[0]["name"] / LINEAGE_FILE).read_text())
     assert lineage["validation"]["status"] == "failed" and "FAILED" in lineage["validation"]["forced"]
     assert any("--force" in w for w in lineage["warnings"])
@@ -288,7 +288,7 @@ def test_interrupted_write_leaves_nothing(served_engine, tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "_write_model", failing)
     with pytest.raises(KeyboardInterrupt):
-        triton([served_engine, served_engine], tmp_path / "repo", names=("a", "b"))
+        triton([served_engine, served_engine], tmp_path / "repo", TritonSettings(names=("a", "b")))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -300,7 +300,7 @@ def test_python_backend_model_on_another_cpu_uses_the_bundled_source(served_engi
     from deploy_res.engines import load_engine
     from deploy_res.serve.runtime import load_served_engine, run_batched
 
-    triton([served_engine], tmp_path / "repo", python_backend=True)
+    triton([served_engine], tmp_path / "repo", TritonSettings(python_backend=True))
     version_dir = tmp_path / "repo" / "resnet18_fp32_onnxruntime" / "1"
     shipped_manifest = version_dir / "engine" / (served_engine.name + ".json")
     manifest = json.loads(shipped_manifest.read_text())

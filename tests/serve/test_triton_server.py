@@ -40,16 +40,16 @@ def openvino_engine(request):
 
 @pytest.fixture(scope="module")
 def server(served_engine, openvino_engine, tmp_path_factory):
-    from deploy_res.serve import triton
+    from deploy_res.serve import TritonSettings, triton
     from deploy_res.serve.server import start_server
 
     folder = tmp_path_factory.mktemp("triton")
     repo = folder / "repo"
     labels = folder / "labels.txt"
     labels.write_text("".join(f"class_{i}\n" for i in range(1000)))
-    triton([served_engine], repo, python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US, labels=labels)
+    triton([served_engine], repo, TritonSettings(python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US, labels=labels))
     if openvino_engine is not None:  # the same model as an OpenVINO engine, in the same server
-        triton([openvino_engine], repo / OPENVINO_MODEL, python_backend=True, max_queue_delay_us=0)
+        triton([openvino_engine], repo / OPENVINO_MODEL, TritonSettings(python_backend=True, max_queue_delay_us=0))
         (repo / OPENVINO_MODEL / OPENVINO_MODEL).rename(repo / "ov.tmp")
         (repo / OPENVINO_MODEL).rmdir()
         (repo / "ov.tmp").rename(repo / OPENVINO_MODEL)
