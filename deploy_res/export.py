@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy_res.core.files import ensure_output_dir, file_record, write_artifact
+from deploy_res.core.artifact import write_artifact
+
+from deploy_res.core.files import ensure_output_dir
+
+from deploy_res.core.records import file_record
 from deploy_res.core.names import optimized_name, source_stem
 from deploy_res.core.errors import ValidationFailed
 from deploy_res.loading import load_model

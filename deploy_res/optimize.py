@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from deploy_res.core.files import file_record, write_artifact
+from deploy_res.core.artifact import write_artifact
+
+from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, lineage, read_manifest
 from deploy_res.core.onnx_io import save_onnx
 from deploy_res.core.errors import DeployResError

@@ -19,7 +19,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from deploy_res.core.files import verify_record
+from deploy_res.core.records import verify_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import (PRECISIONS, Backend, BuildResult, LayerCounters, LayerProfilerHost, Runner, RunnerBase, TensorInfo,

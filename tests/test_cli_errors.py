@@ -292,7 +292,9 @@ def test_ctrl_c_mid_commit_through_the_cli(run, tiny_onnx, tmp_path):
     """Ctrl-C just after the new ONNX is renamed into place: exit 130, one line, and the old pair is back."""
     import json
 
-    from deploy_res.core.files import sha256_file, write_hook
+    from deploy_res.core.files import write_hook
+
+    from deploy_res.core.records import sha256_file
 
     out = tmp_path / "tiny.opt.onnx"
     assert run("optimize", tiny_onnx, "-o", out, "--batch", "2").exit_code == 0

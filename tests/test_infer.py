@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import run_cli
 from scale_helpers import photo_folder, tiny_engine
 
-from deploy_res.core.files import file_record
+from deploy_res.core.records import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.data.inputs import load_inputs
 from deploy_res.engines import load_engine

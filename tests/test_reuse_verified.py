@@ -13,7 +13,9 @@ import torch
 from cli_helpers import one_error_line, run_cli
 from graph_builders import conv_bn
 
-from deploy_res.core.files import manifest_path, matches_record
+from deploy_res.core.manifest import manifest_path
+
+from deploy_res.core.records import matches_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.precision import calibration_cache

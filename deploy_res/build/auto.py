@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from deploy_res.core.files import remove_artifact
+from deploy_res.core.artifact import remove_artifact
 from deploy_res.core.manifest import read_manifest, write_manifest
 from deploy_res.engines import choose, companions
 

@@ -13,7 +13,9 @@ import onnx
 from deploy_res.build.prepare import pass_target, prepared_graph
 from deploy_res.build.settings import BuildSettings
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import ensure_output_dir, file_record, write_artifact
+from deploy_res.core.artifact import write_artifact
+from deploy_res.core.files import ensure_output_dir
+from deploy_res.core.records import file_record
 from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.names import calibration_cache_name, engine_name, model_stem, precision_onnx_name
 from deploy_res.core.onnx_io import save_onnx

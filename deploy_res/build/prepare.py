@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import manifest_path, matches_record, verify_record
+from deploy_res.core.manifest import manifest_path
+from deploy_res.core.records import matches_record, verify_record
 from deploy_res.core.manifest import Manifest, read_manifest
 from deploy_res.core.names import model_stem, optimized_name
 

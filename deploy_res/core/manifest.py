@@ -5,7 +5,7 @@ Every pipeline stage reads an artifact and writes one, with a manifest
 settings, the library versions and the numerical check the stage ran.
 :class:`Manifest` is the one place that knows how each concept is spelled
 (parent, precision, backend, model, preprocessing, input/output); the atomic
-writing of an artifact together with its manifest is :func:`deploy_res.core.files.write_artifact`.
+writing of an artifact together with its manifest is :func:`deploy_res.core.artifact.write_artifact`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,28 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import _manifest_record, manifest_path, verify_record, write_json_atomic
+from deploy_res.core.files import write_json_atomic
+from deploy_res.core.records import file_record, library_versions, verify_record
+
+MANIFEST_SUFFIX = ".json"
+SCHEMA_VERSION = 2
+"""Manifest schema: 2 adds ``parent`` (the file this one was made from) to every stage's manifest; :class:`Manifest` reads 1 too."""
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    """The manifest beside an artifact: ``model.onnx`` -> ``model.onnx.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+def manifest_record(artifact: Path, stage: str, body: dict[str, Any], name_as: Optional[Path] = None) -> dict[str, Any]:
+    """The manifest of the file at ``artifact``, naming it ``name_as`` (its final place) when given."""
+    record = file_record(artifact)
+    if name_as is not None:
+        record["path"] = str(Path(name_as).absolute())
+    parent = body.get("parent") or body.get("source") or (body.get("inputs") or {}).get("onnx")
+    return {"schema_version": SCHEMA_VERSION, "stage": stage, "artifact": record, "versions": library_versions(),
+            **({"parent": parent} if isinstance(parent, dict) else {}), **body}
 
 
 def write_manifest(artifact: str | os.PathLike, stage: str, body: dict[str, Any]) -> Path:
@@ -28,7 +49,7 @@ def write_manifest(artifact: str | os.PathLike, stage: str, body: dict[str, Any]
     :func:`write_artifact`, which places both as one unit.
     """
     path = manifest_path(artifact)
-    write_json_atomic(path, _manifest_record(Path(artifact), stage, body))
+    write_json_atomic(path, manifest_record(Path(artifact), stage, body))
     return path
 
 

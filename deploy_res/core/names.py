@@ -13,7 +13,7 @@ For the model ``resnet50`` exported into ``out/``::
     resnet50.fp16.plan                 a TensorRT engine                   engine_name(stem, "fp16", "tensorrt", "cuda")
     resnet50_fp32_onnxruntime          its Triton model                    served_name(engine, "onnxruntime", "fp32")
 
-Every artifact's manifest is ``<file>.json`` beside it (:func:`deploy_res.core.files.manifest_path`).
+Every artifact's manifest is ``<file>.json`` beside it (:func:`deploy_res.core.manifest.manifest_path`).
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def complexity_of(manifest: Optional[Mapping[str, Any]]) -> dict[str, Any]:
 
 def environment(threads: Optional[int] = None) -> dict[str, Any]:
     """CPU model and cores, GPU if any, library versions, thread settings."""
-    from deploy_res.core.files import library_versions
+    from deploy_res.core.records import library_versions
     from deploy_res.engines import cpu_fingerprint
 
     cpu = cpu_fingerprint()

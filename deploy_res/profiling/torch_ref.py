@@ -61,7 +61,7 @@ def torch_source(manifest: Optional[Mapping[str, Any]]) -> tuple[str, Optional[s
     weights = model.get("weights")
     path = weights.get("path") if isinstance(weights, Mapping) else weights
     if isinstance(weights, Mapping) and path:  # rebuilt only from the very checkpoint the artifact was exported from
-        from deploy_res.core.files import verify_record
+        from deploy_res.core.records import verify_record
 
         verify_record(path, dict(weights), "checkpoint", "re-export from it, or profile without --torch")
     return source, path

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import manifest_path, sha256_file
+from deploy_res.core.manifest import manifest_path
+from deploy_res.core.records import sha256_file
 from deploy_res.core.manifest import read_manifest
 
 # ONNX TensorProto element types -> Triton data types (model_config.proto DataType).

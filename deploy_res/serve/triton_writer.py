@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import file_record, library_versions, manifest_path, sha256_file, write_json_atomic
+from deploy_res.core.files import write_json_atomic
+from deploy_res.core.manifest import manifest_path
+from deploy_res.core.records import file_record, library_versions, sha256_file
 from deploy_res.core.manifest import lineage
 from deploy_res.serve.pbtxt import Enum, check_schema, parameters, render, string_map
 from deploy_res.serve.runtime import SPEC_FILE

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from deploy_res.core.files import verify_record
+from deploy_res.core.records import verify_record
 from deploy_res.core.errors import DeployResError
 
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from deploy_res.core.files import verify_record
+from deploy_res.core.records import verify_record
 from deploy_res.core.manifest import Manifest, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import cpu_session

@@ -8,7 +8,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.files import file_record, write_json_atomic
+from deploy_res.core.files import write_json_atomic
+
+from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, precision_of, read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array

@@ -48,7 +48,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.files import file_record
+from deploy_res.core.records import file_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options

@@ -52,7 +52,7 @@ import numpy as np
 import onnx
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import sha256_file
+from deploy_res.core.records import sha256_file
 from deploy_res.engines.precision.calibration_cache import Ranges, cache_key, data_fingerprint, range_problem, read_cache, write_cache
 from deploy_res.engines.precision.entropy import entropy_ranges
 

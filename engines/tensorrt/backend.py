@@ -31,7 +31,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.core.files import file_record, write_bytes_atomic
+from deploy_res.core.files import write_bytes_atomic
+
+from deploy_res.core.records import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options
 

@@ -17,7 +17,13 @@ import numpy as np
 import onnx
 import pytest
 
-from deploy_res.core.files import manifest_path, sha256_file, write_artifact, write_hook
+from deploy_res.core.artifact import write_artifact
+
+from deploy_res.core.files import write_hook
+
+from deploy_res.core.manifest import manifest_path
+
+from deploy_res.core.records import sha256_file
 from deploy_res.core.errors import DeployResError
 
 
@@ -330,7 +336,7 @@ def test_int8_build_interrupted_at_every_step(tmp_path):
 
 
 def test_remove_artifact_is_whole_or_nothing(tmp_path):
-    from deploy_res.core.files import remove_artifact
+    from deploy_res.core.artifact import remove_artifact
 
     target = tmp_path / "engine.xml"
 

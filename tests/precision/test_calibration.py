@@ -101,7 +101,7 @@ def test_cache_is_reused_only_when_every_key_field_matches(digits_model, calib_d
 
 
 def _key_args(model_path, data):
-    from deploy_res.core.files import sha256_file
+    from deploy_res.core.records import sha256_file
 
     options = calibration.resolve_options("percentile", {"percentile": 99.9})
     return dict(model_sha256=sha256_file(model_path), method="percentile", options=options,

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy_res.cli import cli
-from deploy_res.core.files import sha256_file
+from deploy_res.core.records import sha256_file
 from deploy_res.core.manifest import write_manifest
 from deploy_res.core.errors import DeployResError
 from deploy_res.serve import TritonSettings, triton
