@@ -29,7 +29,6 @@ An engine whose validation result (``<engine>.validation.json``, written by
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,27 +113,14 @@ class InferWorker:
 
 
 def validation_status(engine: Path) -> Optional[dict[str, Any]]:
-    """The validation result recorded for this exact engine file, or None when there is none.
+    """The validation result recorded for this exact engine file (:func:`deploy_res.validation.verdict.read_verdict`),
+    or None when there is none for its current bytes."""
+    from deploy_res.validation.verdict import read_verdict
 
-    Looks at ``<engine>.validation.json`` (``deployres validate``'s default
-    output) and a ``validation`` block in the engine's manifest; a result
-    for other bytes (sha256 differs) does not count.
-    """
-    sha = None
-    for path in (engine.with_name(engine.name + ".validation.json"),):
-        if not path.is_file():
-            continue
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        sha = sha or file_record(engine)["sha256"]
-        if result.get("artifact_sha256") == sha and "passed" in result:
-            return {"passed": bool(result["passed"]), "source": str(path), "failed": result.get("failed", [])}
-    block = (read_manifest(engine) or {}).get("validation")
-    if isinstance(block, dict) and "passed" in block:
-        return {"passed": bool(block["passed"]), "source": f"{engine.name}.json", "failed": block.get("failed", [])}
-    return None
+    verdict = read_verdict(engine)
+    if not verdict.counts:
+        return None
+    return {"passed": verdict.status == "passed", "source": str(verdict.path), "failed": verdict.failed}
 
 
 def _schema(pa):

@@ -11,6 +11,7 @@ For the model ``resnet50`` exported into ``out/``::
     resnet50.fp32.cpu.ort.onnx         an ONNX Runtime engine              engine_name(stem, "fp32", "onnxruntime", "cpu")
     resnet50.int8.cpu.ov.xml           an OpenVINO engine (+ .bin, cache)  engine_name(stem, "int8", "openvino", "cpu")
     resnet50.fp16.plan                 a TensorRT engine                   engine_name(stem, "fp16", "tensorrt", "cuda")
+    resnet50.fp32.cpu.ort.onnx.validation.json  its validation result  validation_result_path(engine)
     resnet50_fp32_onnxruntime          its Triton model                    served_name(engine, "onnxruntime", "fp32")
 
 Every artifact's manifest is ``<file>.json`` beside it (:func:`deploy_res.core.manifest.manifest_path`).
@@ -70,3 +71,9 @@ def engine_name(stem: str, precision: str, backend: str, device: str = "cpu") ->
 def served_name(engine: str | Path, backend: str, precision: str) -> str:
     """A Triton model name for an engine: ``resnet50.fp32.cpu.ort.onnx`` -> ``resnet50_fp32_onnxruntime``."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{model_stem(engine)}_{precision}_{backend}")
+
+
+def validation_result_path(artifact: str | Path) -> Path:
+    """``deployres validate``'s result beside the artifact it judged: ``resnet50.int8.cpu.ort.onnx.validation.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".validation.json")

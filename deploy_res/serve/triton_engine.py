@@ -81,33 +81,21 @@ def _graph_io(onnx_path: Path) -> tuple[list[Tensor], list[Tensor], dict[str, An
 
 
 def _validation(engine: Path, sha256: str, force: bool) -> tuple[dict[str, Any], Optional[str]]:
-    """The validation verdict for ``engine``'s current bytes; refusing (one line) unless ``force``."""
-    import json
+    """The validation verdict for ``engine``'s current bytes, as its lineage records it; refusing (one line) unless ``force``."""
+    from deploy_res.validation.verdict import read_verdict
 
-    path = engine.with_name(engine.name + ".validation.json")
-    if not path.is_file():
-        problem = f"{engine.name} has no validation result ({path.name}); run `deployres validate {engine}` first, or pass --force to serve it unvalidated"
-        if not force:
-            raise DeployResError(problem)
-        return {"status": "missing", "path": str(path)}, problem
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DeployResError(f"validation result {path} is unreadable ({exc}); re-run `deployres validate {engine}`") from None
-    verdict = {"status": "passed" if result.get("passed") else "failed", "path": str(path), "sha256": sha256_file(path),
-               "passed": bool(result.get("passed")), "failed": result.get("failed", []), "precision": result.get("precision"),
-               "reference": result.get("reference"), "inputs": result.get("inputs"),
-               "metrics": {k: v for k, v in (result.get("metrics") or {}).items() if k in ("max_rel_error", "cosine_mean", "cosine_min", "top1_agreement", "top1_drop_points")}}
-    problem = None
-    if result.get("artifact_sha256") and result["artifact_sha256"] != sha256:
-        verdict["status"] = "stale"
-        problem = f"{path.name} validated other bytes than {engine.name} holds now; re-run `deployres validate {engine}`, or pass --force"
-    elif not result.get("passed"):
-        reasons = "; ".join(result.get("failed", [])) or "see " + str(path)
-        problem = f"{engine.name} FAILED validation ({reasons}); refusing to serve it (pass --force to serve it anyway)"
+    verdict = read_verdict(engine, sha256)
+    path = verdict.path
+    if verdict.status == "unreadable":
+        raise DeployResError(f"validation result {path} is unreadable; re-run `deployres validate {engine}`")
+    problem = {
+        "missing": f"{engine.name} has no validation result ({path.name}); run `deployres validate {engine}` first, or pass --force to serve it unvalidated",
+        "stale": f"{path.name} validated other bytes than {engine.name} holds now; re-run `deployres validate {engine}`, or pass --force",
+        "failed": f"{engine.name} FAILED validation ({'; '.join(verdict.failed) or 'see ' + str(path)}); refusing to serve it (pass --force to serve it anyway)",
+    }.get(verdict.status)
     if problem and not force:
         raise DeployResError(problem)
-    return verdict, problem
+    return verdict.record(), problem
 
 
 def read_engine(path: str | Path, force: bool = False) -> Engine:

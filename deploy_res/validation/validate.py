@@ -12,6 +12,7 @@ from deploy_res.core.files import write_json_atomic
 
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, precision_of, read_manifest
+from deploy_res.core.names import validation_result_path
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array
 from deploy_res.validation.metrics import MetricState
@@ -200,7 +201,7 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
             qdq_path, float_path = qdq_sources(artifact)
             result["sensitivity"] = {"qdq_onnx": str(qdq_path), "float_onnx": str(float_path), "metric": "SQNR dB lost per layer",
                                      "layers": rank_layers(qdq_path, float_path, np.concatenate(worker.kept), batch)}
-        output = Path(output) if output else artifact.with_name(artifact.name + ".validation.json")
+        output = Path(output) if output else validation_result_path(artifact)
         write_json_atomic(output, result)
         result["result_path"] = str(output)
         return result

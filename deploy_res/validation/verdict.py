@@ -1,0 +1,63 @@
+"""The validation verdict recorded for an engine: its ``<engine>.validation.json`` read, and matched to the engine's bytes.
+
+``deployres infer`` and ``deployres triton`` both decide from it whether an engine may be used; only what they do
+with a missing, stale or failed verdict differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from deploy_res.core.names import validation_result_path
+from deploy_res.core.records import sha256_file
+from deploy_res.validation.thresholds import LIMIT_NAMES
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``status``: ``passed``, ``failed``, ``stale`` (the result judged other bytes than the engine holds now),
+    ``missing`` or ``unreadable``; ``path`` the result file; ``result`` what it holds (empty unless read)."""
+
+    status: str
+    path: Path
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> bool:
+        """Whether the result judged this very engine (``passed`` or ``failed``)."""
+        return self.status in ("passed", "failed")
+
+    @property
+    def failed(self) -> list[str]:
+        """The checks that failed, as the result words them."""
+        return list(self.result.get("failed", []))
+
+    def record(self) -> dict[str, Any]:
+        """The verdict as a lineage records it: status, result file and its sha256, the judged precision,
+        reference, inputs and limit metrics."""
+        if not self.result:
+            return {"status": self.status, "path": str(self.path)}
+        result = self.result
+        return {"status": self.status, "path": str(self.path), "sha256": sha256_file(self.path), "passed": bool(result.get("passed")),
+                "failed": self.failed, "precision": result.get("precision"), "reference": result.get("reference"), "inputs": result.get("inputs"),
+                "metrics": {k: v for k, v in (result.get("metrics") or {}).items() if k in LIMIT_NAMES}}
+
+
+def read_verdict(engine: str | Path, sha256: Optional[str] = None) -> Verdict:
+    """The verdict for ``engine``'s current bytes (``sha256``, default: hashed now) from ``deployres validate``'s default result file."""
+    engine = Path(engine)
+    path = validation_result_path(engine)
+    if not path.is_file():
+        return Verdict("missing", path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return Verdict("unreadable", path)
+    if not isinstance(result, dict) or "passed" not in result:
+        return Verdict("unreadable", path)
+    if result.get("artifact_sha256") and result["artifact_sha256"] != (sha256 or sha256_file(engine)):
+        return Verdict("stale", path, result)
+    return Verdict("passed" if result["passed"] else "failed", path, result)
