@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from deploy_res.core.errors import ValidationFailed
-from deploy_res.core.numerics import PASS_CHECK_RTOL, PASS_CHECK_RTOL_FP16, max_errors, seeded_feeds, session_options
+from deploy_res.core.numerics import PASS_CHECK_RTOL, PASS_CHECK_RTOL_FP16, max_errors, cpu_session, seeded_feeds
 from deploy_res.core.onnx_io import first_line
 from deploy_res.exporters.graph_io import graph_to_model
 
@@ -197,26 +197,21 @@ def make_inputs(
     return seeded_feeds(specs, batch, seed=seed, shapes=input_shapes)
 
 
-def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], level: Optional[Any] = None) -> dict[str, np.ndarray]:
-    """Run ``model`` on ONNX Runtime's CPU provider (default ``ORT_DISABLE_ALL``); outputs by name.
+def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``model`` on ONNX Runtime's CPU provider at ``ORT_DISABLE_ALL``; outputs by name.
 
     Large weights are handed to ORT as in-memory external initializers, so a
     model is never serialised whole (faster, and fine past protobuf's 2 GB).
     """
-    return _run_light(*_split_weights(model), feeds, level=level)
+    return _run_light(*_split_weights(model), feeds)
 
 
 def _run_light(
-    light: onnx.ModelProto, arrays: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], level: Optional[Any] = None, serialized: Optional[bytes] = None
+    light: onnx.ModelProto, arrays: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], serialized: Optional[bytes] = None
 ) -> dict[str, np.ndarray]:
-    """Run a weightless model whose large weights are ``arrays`` (see :func:`_split_weights`)."""
-    import onnxruntime as ort
-
+    """Run a weightless model whose large weights are ``arrays`` (see :func:`_split_weights`) at ``ORT_DISABLE_ALL``."""
     # A check runs once: pool threads spinning after it only take the CPU from the next pass.
-    options = session_options(spinning=False, external=arrays)
-    if level is not None:
-        options.graph_optimization_level = level
-    session = ort.InferenceSession(serialized if serialized is not None else light.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(serialized if serialized is not None else light, spinning=False, external=arrays)
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feeds))))
 
