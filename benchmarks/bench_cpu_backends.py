@@ -72,7 +72,7 @@ def build(folder: Path, calib_samples: int, threads: int) -> dict[str, Path]:
     from deploy_res.data.photos import sample_inputs
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.engines.openvino import missing_bf16_isa
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.models import Preprocessing
 
     paths_file = folder / "paths.json"
@@ -80,7 +80,7 @@ def build(folder: Path, calib_samples: int, threads: int) -> dict[str, Path]:
         return {k: Path(v) for k, v in json.loads(paths_file.read_text()).items()}
     start = time.perf_counter()
     weights = bn_recalibrated_checkpoint(MODEL, folder / "weights")
-    exported = export(MODEL, folder, weights=weights, exporter="torchscript", optimize=False)
+    exported = export(MODEL, folder, ExportSettings(weights=weights, exporter="torchscript", optimize=False))
     pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
     calib = folder / "calib.npy"
     np.save(calib, sample_inputs(calib_samples, pre, seed=0))

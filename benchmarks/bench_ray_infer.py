@@ -66,7 +66,7 @@ def main() -> None:
 
     from deploy_res.build import BuildSettings, build_engine
     from deploy_res.data.photos import _save, random_crops
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.infer import InferSettings, infer
     from deploy_res.scale.options import RayOptions
     from deploy_res.scale.ray_data import ray_session
@@ -74,7 +74,7 @@ def main() -> None:
     size = tuple(int(x) for x in args.input_size.split(","))
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         root = Path(tmp)
-        exported = export(args.model, root / "model", input_size=size, exporter="torchscript")
+        exported = export(args.model, root / "model", ExportSettings(input_size=size, exporter="torchscript"))
         engine = build_engine(exported.final_path, root / "model", BuildSettings(backend="onnxruntime")).engine
         photos = root / "photos"
         photos.mkdir()

@@ -10,20 +10,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from deploy_res.core.artifact import write_artifact
-
 from deploy_res.core.files import ensure_output_dir
-
 from deploy_res.core.records import file_record
 from deploy_res.core.names import optimized_name, source_stem
-from deploy_res.core.errors import ValidationFailed
-from deploy_res.loading import load_model
-from deploy_res.models import Preprocessing
-from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_input_shape, check_parity, export_onnx
+from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.exporters.pass_runner import DEFAULT_TARGET, TARGETS
+from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_input_shape, check_parity, export_onnx
 
-DEFAULT_TARGET = "onnxruntime"
+if TYPE_CHECKING:  # the zoo imports torch; the command line reads these settings without it
+    from deploy_res.models import Preprocessing
 
 
 @dataclass
@@ -41,37 +39,60 @@ class ExportResult:
         return self.optimized_path or self.onnx_path
 
 
-def export(
-    model: str,
-    output_dir: str | Path,
-    weights: Optional[str | Path] = None,
-    input_size: Optional[tuple[int, int, int]] = None,
-    batch_range: BatchRange = BatchRange(),
-    opset: int = DEFAULT_OPSET,
-    exporter: str = DEFAULT_EXPORTER,
-    optimize: bool = True,
-    target: str = DEFAULT_TARGET,
-    preprocessing: Optional[Preprocessing] = None,
-    rtol: float = PARITY_RTOL,
-    name: Optional[str] = None,
-) -> ExportResult:
-    """Export ``model`` (zoo name or ``package.module:factory``) to ``output_dir``.
+@dataclass(frozen=True)
+class ExportSettings:
+    """One export; every field has the command line's default.
 
-    Defaults: the zoo's input size and preprocessing (ImageNet 224 for a
-    factory), batch range 1/8/32, opset 20, the dynamo exporter, parity
-    tolerance 1e-3 of the largest logit, then the graph passes for
-    ``target="onnxruntime"``. Raises :class:`ValidationFailed` if PyTorch and
-    ONNX Runtime disagree; nothing is left on disk then.
+    weights: a checkpoint (default None: the zoo model under its recorded seed, or the factory's own weights).
+    input_size: C, H, W (default None: the zoo's, 3,224,224 for a factory).
+    batch_range: the batch sizes engines are built for (default 1 / 8 / 32; the ONNX batch axis is always dynamic).
+    opset: the ONNX opset (default 20). exporter: ``dynamo`` (default) or ``torchscript``.
+    optimize: also run the graph passes for ``target`` (default True, ``onnxruntime``).
+    preprocessing: of a factory model (default None: the zoo's, ImageNet's for a factory).
+    rtol: parity tolerance, relative to the largest logit (default 1e-3).
+    name: the file-name stem (default: the model's, :func:`deploy_res.core.names.source_stem`).
     """
-    if input_size is not None:
-        input_size = check_input_shape(input_size)  # refused before any work starts
+
+    weights: Optional[Path] = None
+    input_size: Optional[tuple[int, int, int]] = None
+    batch_range: BatchRange = BatchRange()
+    opset: int = DEFAULT_OPSET
+    exporter: str = DEFAULT_EXPORTER
+    optimize: bool = True
+    target: str = DEFAULT_TARGET
+    preprocessing: Optional["Preprocessing"] = None
+    rtol: float = PARITY_RTOL
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", check_input_shape(self.input_size))  # refused before any work starts
+        if self.exporter not in EXPORTERS:
+            raise DeployResError(f"unknown exporter {self.exporter!r}; choose one of {', '.join(EXPORTERS)}")
+        if self.target not in TARGETS:
+            raise DeployResError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if not 13 <= self.opset <= 23:
+            raise DeployResError(f"opset {self.opset} is outside 13-23 (per-channel Q/DQ needs 13; torch exports up to 23)")
+
+
+def export(model: str, output_dir: str | Path, settings: ExportSettings = ExportSettings()) -> ExportResult:
+    """Export ``model`` (zoo name or ``package.module:factory``) to ``output_dir`` as ``settings`` say.
+
+    The raw export keeps BatchNorm and is checked against PyTorch at two batch sizes; then, unless
+    ``optimize`` is off, the graph passes for ``target`` write ``<stem>.opt.onnx``. Raises
+    :class:`ValidationFailed` if PyTorch and ONNX Runtime disagree; nothing is left on disk then.
+    """
+    from deploy_res.loading import load_model
+    from deploy_res.models import Preprocessing
+
+    input_size, batch_range, opset, exporter, target = settings.input_size, settings.batch_range, settings.opset, settings.exporter, settings.target
     folder = ensure_output_dir(output_dir)
-    loaded = load_model(model, weights, preprocessing)
+    loaded = load_model(model, settings.weights, settings.preprocessing)
     pre = loaded.preprocessing
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)
     input_shape = tuple(pre.input_size)
-    stem = name or source_stem(model)
+    stem = settings.name or source_stem(model)
     onnx_path = folder / f"{stem}.onnx"
 
     # The ONNX is written to a temporary file, checked there, and placed with its manifest as one unit.
@@ -80,12 +101,12 @@ def export(
         export_onnx(loaded.module, pending.path, input_shape, opset=opset, exporter=exporter)
         export_seconds = time.perf_counter() - start
         parity_batches = tuple(sorted({batch_range.min, min(4, batch_range.max)}))
-        parity = check_parity(loaded.module, pending.path, input_shape, batches=parity_batches if len(parity_batches) > 1 else (1, 4), rtol=rtol)
+        parity = check_parity(loaded.module, pending.path, input_shape, batches=parity_batches if len(parity_batches) > 1 else (1, 4), rtol=settings.rtol)
         if not parity.passed:
             worst = max(parity.batches, key=lambda b: b["max_rel_error"])
             raise ValidationFailed(
                 f"ONNX output differs from PyTorch at batch {worst['batch']}: max |diff| {worst['max_abs_error']:.3g} "
-                f"is {worst['max_rel_error']:.3g} of the largest logit (limit {rtol:g}); try --exporter torchscript or another --opset"
+                f"is {worst['max_rel_error']:.3g} of the largest logit (limit {settings.rtol:g}); try --exporter torchscript or another --opset"
             )
         manifest = {
             "model": {
@@ -106,10 +127,10 @@ def export(
         }
         manifest = pending.set_manifest("export", manifest)
     result = ExportResult(onnx_path, manifest)
-    if optimize:
-        from deploy_res.optimize import optimize_file
+    if settings.optimize:
+        from deploy_res.optimize import OptimizeSettings, optimize_file
 
         opt_path = folder / optimized_name(stem, target)
-        result.optimized_manifest = optimize_file(onnx_path, opt_path, target=target)
+        result.optimized_manifest = optimize_file(onnx_path, opt_path, OptimizeSettings(target=target))
         result.optimized_path = opt_path
     return result

@@ -37,7 +37,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from deploy_res.core.artifact import write_artifact
-
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.errors import DeployResError

@@ -8,40 +8,66 @@ the source model's lineage (PyTorch source, preprocessing, batch range).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from deploy_res.core.artifact import write_artifact
-
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, lineage, read_manifest
 from deploy_res.core.onnx_io import save_onnx
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.names import optimized_beside
 from deploy_res.exporters.checks import onnx_check
-from deploy_res.exporters.pass_runner import CHECKED_WHEN_SAVED, DEFAULT_TARGET, optimize
+from deploy_res.exporters.checks import DEFAULT_BATCH as DEFAULT_CHECK_BATCH, DEFAULT_SEED
+from deploy_res.exporters.pass_runner import CHECKED_WHEN_SAVED, DEFAULT_TARGET, TARGETS, optimize
 from deploy_res.exporters.report import render_report
 
-__all__ = ["optimize_file", "render_report", "named_input_shapes"]
+__all__ = ["OptimizeSettings", "optimize_file", "render_report", "named_input_shapes"]
 
 
-def optimize_file(source: str | Path, output: Optional[str | Path] = None, target: str = DEFAULT_TARGET, **options: Any) -> Manifest:
-    """Optimise ``source`` for ``target`` into ``output`` (default ``<stem>.opt.onnx`` beside it); return its manifest.
+@dataclass(frozen=True)
+class OptimizeSettings:
+    """One run of the graph passes; every field has the command line's default.
 
-    ``options`` go to :func:`deploy_res.exporters.pass_runner.optimize` (batch, rtol, atol, input_shapes, seed);
-    an ``input_shapes`` entry keyed ``None`` is the shape of the model's only input (:func:`named_input_shapes`).
-    The model and its manifest (the source's lineage, the source file, the settings, the pass report) are
-    placed as one unit; external data only past protobuf's 2 GB limit, and then the ONNX checker reads the file.
+    target: the runtime the passes prepare the graph for, ``onnxruntime`` (default), ``tensorrt`` or ``portable``.
+    batch: batch size of the numerical checks (default 2; a fixed batch axis keeps its own).
+    input_shapes: ``{input name or None: full shape}`` for inputs whose non-batch axes are dynamic (default None;
+        None names the model's only input).
+    rtol: the checks' tolerance relative to the largest output (default None: 1e-4, 5e-3 for a graph computing in float16).
+    atol: absolute tolerance added to it (default 0). seed: seed of the check inputs (default 0).
+    """
+
+    target: str = DEFAULT_TARGET
+    batch: int = DEFAULT_CHECK_BATCH
+    input_shapes: Optional[Mapping[Optional[str], Sequence[int]]] = field(default=None, hash=False)
+    rtol: Optional[float] = None
+    atol: float = 0.0
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise DeployResError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.batch < 1:
+            raise DeployResError(f"batch must be at least 1, got {self.batch}")
+
+
+def optimize_file(source: str | Path, output: Optional[str | Path] = None, settings: OptimizeSettings = OptimizeSettings()) -> Manifest:
+    """Optimise ``source`` as ``settings`` say into ``output`` (default ``<stem>.opt.onnx`` beside it); return its manifest.
+
+    The passes and their checks are :func:`deploy_res.exporters.pass_runner.optimize`'s. The model and its
+    manifest (the source's lineage, the source file, the settings, the pass report) are placed as one unit;
+    external data only past protobuf's 2 GB limit, and then the ONNX checker reads the file.
     """
     source = Path(source)
     if not source.is_file():
         raise DeployResError(f"ONNX file {source} not found")
-    if options.get("input_shapes"):
-        options["input_shapes"] = named_input_shapes(source, options["input_shapes"])
+    shapes = named_input_shapes(source, settings.input_shapes) if settings.input_shapes else None
     output = Path(output) if output else optimized_beside(source)
     if output.resolve() == source.resolve():
         raise DeployResError("the output would overwrite the input; pass another -o/--output")
-    model, report = optimize(source, target=target, **options)
+    model, report = optimize(source, target=settings.target, batch=settings.batch, rtol=settings.rtol, atol=settings.atol,
+                             input_shapes=shapes, seed=settings.seed)
     with write_artifact(output) as pending:
         save_onnx(model, pending.path)
         if report["onnx_checker"] == CHECKED_WHEN_SAVED:

@@ -103,7 +103,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     from deploy_res.data.inputs import check_source
     from deploy_res.data.photos import sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.exporters.torch_export import check_input_shape
     from deploy_res.models import Preprocessing
     from deploy_res.profiling import ProfileSettings, profile
@@ -122,7 +122,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)
 
     step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
-    exported = export(model, folder, weights=weights, exporter=settings.exporter, input_size=input_size)
+    exported = export(model, folder, ExportSettings(weights=weights, exporter=settings.exporter, input_size=input_size))
     result.onnx = exported.onnx_path
 
     pre = Preprocessing.from_dict(exported.manifest["preprocessing"])

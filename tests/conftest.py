@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory):
     """``export_cache(name, **kw)`` -> ExportResult, exported once per session (no graph passes)."""
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
     cache = {}
     root = tmp_path_factory.mktemp("exports")
@@ -46,7 +46,7 @@ def export_cache(tmp_path_factory):
         key = (name, exporter, size, optimize)
         if key not in cache:
             folder = root / f"{name}-{exporter}-{'x'.join(map(str, size))}-{int(optimize)}"
-            cache[key] = export(name, folder, input_size=size, exporter=exporter, optimize=optimize)
+            cache[key] = export(name, folder, ExportSettings(input_size=size, exporter=exporter, optimize=optimize))
         return cache[key]
 
     return get

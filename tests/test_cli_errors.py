@@ -40,11 +40,11 @@ def one_error_line(result, code: int = 2) -> str:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     """The tiny residual net exported (with its manifest) once for this module."""
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
     sys.path.insert(0, SUPPORT)
     folder = tmp_path_factory.mktemp("tiny")
-    return export("tiny_nets:tiny_resnet", folder, input_size=(3, 16, 16), exporter="torchscript", optimize=False).onnx_path
+    return export("tiny_nets:tiny_resnet", folder, ExportSettings(input_size=(3, 16, 16), exporter="torchscript", optimize=False)).onnx_path
 
 
 # ------------------------------------------------------------------------------- click usage errors
@@ -293,7 +293,6 @@ def test_ctrl_c_mid_commit_through_the_cli(run, tiny_onnx, tmp_path):
     import json
 
     from deploy_res.core.files import write_hook
-
     from deploy_res.core.records import sha256_file
 
     out = tmp_path / "tiny.opt.onnx"

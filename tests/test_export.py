@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deploy_res.core.errors import DeployResError, ValidationFailed
-from deploy_res.export import export
+from deploy_res.export import ExportSettings, export
 from deploy_res.models import list_models
 from deploy_res.exporters.torch_export import BatchRange
 
@@ -22,7 +22,7 @@ def _op_types(path) -> set[str]:
 
 @pytest.mark.slow
 def test_resnet50_full_size_export(tmp_path):
-    result = export("resnet50", tmp_path, optimize=False)
+    result = export("resnet50", tmp_path, ExportSettings(optimize=False))
     manifest = json.loads((tmp_path / "resnet50.onnx.json").read_text())
     assert manifest == json.loads(json.dumps(result.manifest | {k: manifest[k] for k in ("schema_version", "stage", "artifact", "versions")}))
     parity = manifest["check"]["parity"]
@@ -71,7 +71,7 @@ def test_checkpoint_round_trip(tmp_path):
                 module.weight.uniform_(0.5, 1.5)
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 90}, ckpt)
-    result = export("resnet18", tmp_path / "out", weights=ckpt, input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+    result = export("resnet18", tmp_path / "out", ExportSettings(weights=ckpt, input_size=(3, 64, 64), exporter="torchscript", optimize=False))
     assert result.manifest["model"]["weights"]["sha256"]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_failed_parity_leaves_nothing(tmp_path):
     with pytest.raises(ValidationFailed, match="differs from PyTorch"):
-        export("resnet18", tmp_path, input_size=(3, 64, 64), exporter="torchscript", optimize=False, rtol=0.0)
+        export("resnet18", tmp_path, ExportSettings(input_size=(3, 64, 64), exporter="torchscript", optimize=False, rtol=0.0))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -92,7 +92,7 @@ def test_interrupt_during_save_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx, "save_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export("resnet18", tmp_path, input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+        export("resnet18", tmp_path, ExportSettings(input_size=(3, 64, 64), exporter="torchscript", optimize=False))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,7 +14,6 @@ from cli_helpers import one_error_line, run_cli
 from graph_builders import conv_bn
 
 from deploy_res.core.manifest import manifest_path
-
 from deploy_res.core.records import matches_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
@@ -27,13 +26,13 @@ SIZE = (3, 32, 32)
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """resnet18 exported at 32x32 from a checkpoint (raw + optimised for onnxruntime), in its own folder."""
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.loading import load_model
 
     folder = tmp_path_factory.mktemp("reuse")
     weights = folder / "resnet18.pth"
     torch.save(load_model("resnet18", init_seed=1).module.state_dict(), weights)
-    return export("resnet18", folder, weights=weights, input_size=SIZE, exporter="torchscript")
+    return export("resnet18", folder, ExportSettings(weights=weights, input_size=SIZE, exporter="torchscript"))
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +177,12 @@ def test_build_engine_says_a_tampered_cache_was_recomputed(tiny, tmp_path):
 
 
 def test_validate_refuses_a_changed_checkpoint_in_one_line(exported, tmp_path):
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.loading import load_model
 
     weights = tmp_path / "w.pth"
     torch.save(load_model("resnet18", init_seed=2).module.state_dict(), weights)
-    result = export("resnet18", tmp_path, weights=weights, input_size=SIZE, exporter="torchscript", optimize=False)
+    result = export("resnet18", tmp_path, ExportSettings(weights=weights, input_size=SIZE, exporter="torchscript", optimize=False))
     assert run_cli("validate", result.onnx_path, "--samples", 2).exit_code == 0
     torch.save(load_model("resnet18", init_seed=5).module.state_dict(), weights)  # same keys, other numbers
     line = one_error_line(run_cli("validate", result.onnx_path, "--samples", 2))

@@ -34,7 +34,7 @@ def prepared_graph(source: Path, target: str, folder: Path, status: Callable, no
     prepared graph left by an earlier build is reused only when both it and its input match their recorded
     sha256; otherwise it is rebuilt (and ``notes`` says so).
     """
-    from deploy_res.optimize import optimize_file
+    from deploy_res.optimize import OptimizeSettings, optimize_file
 
     manifest = read_manifest(source) or Manifest()
     if manifest.stage == "optimize":
@@ -55,5 +55,5 @@ def prepared_graph(source: Path, target: str, folder: Path, status: Callable, no
             return output
         notes.append(f"{output.name} differs from the sha256 its manifest recorded: rebuilt it")
     with status(f"graph passes for {target}"):
-        optimize_file(source, output, target=target, **({"input_shapes": input_shapes} if input_shapes else {}))
+        optimize_file(source, output, OptimizeSettings(target=target, input_shapes=input_shapes))
     return output

@@ -9,7 +9,6 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from deploy_res.core.files import write_json_atomic
-
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, precision_of, read_manifest
 from deploy_res.core.names import validation_result_path

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from deploy_res.core.files import atomic_path
-
 from deploy_res.core.records import file_record, verify_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError

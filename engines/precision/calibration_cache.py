@@ -27,7 +27,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from deploy_res.core.files import write_json_atomic
-
 from deploy_res.core.records import library_versions
 
 CACHE_SCHEMA = 2  # 2: the cache carries a sha256 over its content

@@ -32,7 +32,6 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from deploy_res.core.files import write_bytes_atomic
-
 from deploy_res.core.records import file_record
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines.base import BuildResult, RunnerBase, TensorInfo, check_options

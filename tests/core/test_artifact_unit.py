@@ -18,11 +18,8 @@ import onnx
 import pytest
 
 from deploy_res.core.artifact import write_artifact
-
 from deploy_res.core.files import write_hook
-
 from deploy_res.core.manifest import manifest_path
-
 from deploy_res.core.records import sha256_file
 from deploy_res.core.errors import DeployResError
 
@@ -248,7 +245,7 @@ def _new_graph_saver(source: Path):
 
 
 def test_optimize_interrupted_at_every_step(tmp_path):
-    from deploy_res.optimize import optimize_file
+    from deploy_res.optimize import OptimizeSettings, optimize_file
 
     source = tmp_path / "src" / "tiny.onnx"
     source.parent.mkdir()
@@ -257,16 +254,15 @@ def test_optimize_interrupted_at_every_step(tmp_path):
     out.mkdir()
     seeds = iter(range(1000))
     # A new seed each run makes a different check report, so the old and new manifests differ.
-    _interrupt_at_every_step(out, lambda: optimize_file(source, out / "tiny.opt.onnx", seed=next(seeds)))
+    _interrupt_at_every_step(out, lambda: optimize_file(source, out / "tiny.opt.onnx", OptimizeSettings(seed=next(seeds))))
     assert json.loads((out / "tiny.opt.onnx.json").read_text())["stage"] == "optimize"
 
 
 def test_export_interrupted_at_every_step(tmp_path):
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
     sizes = iter([(3, 8, 8), (3, 12, 12)] * 100)  # alternate: old and new pairs differ
-    steps = _interrupt_at_every_step(tmp_path, lambda: export("tiny_nets:tiny_resnet", tmp_path, input_size=next(sizes),
-                                                              exporter="torchscript", optimize=False))
+    steps = _interrupt_at_every_step(tmp_path, lambda: export("tiny_nets:tiny_resnet", tmp_path, ExportSettings(input_size=next(sizes), exporter="torchscript", optimize=False)))
     assert ("committed", "tiny_resnet.onnx") in steps
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from deploy_res.core.manifest import SCHEMA_VERSION
-
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import Manifest, read_manifest, write_manifest
 from deploy_res.core.errors import DeployResError

@@ -19,9 +19,9 @@ from deploy_res.engines.tensorrt.backend import TensorRTBackend
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
-    return export("resnet18", tmp_path_factory.mktemp("eng"), input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+    return export("resnet18", tmp_path_factory.mktemp("eng"), ExportSettings(input_size=(3, 64, 64), exporter="torchscript", optimize=False))
 
 
 def test_model_stem():

@@ -33,9 +33,9 @@ def _cosine(a, b):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
-    return export("resnet18", tmp_path_factory.mktemp("ov"), input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+    return export("resnet18", tmp_path_factory.mktemp("ov"), ExportSettings(input_size=(3, 64, 64), exporter="torchscript", optimize=False))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from deploy_res.build import BuildSettings, build_engine
 from deploy_res.demo import bn_recalibrated_checkpoint
-from deploy_res.export import export
+from deploy_res.export import ExportSettings, export
 from deploy_res.validation import ValidateSettings, validate
 
 pytestmark = pytest.mark.gpu
@@ -44,7 +44,7 @@ def eval_inputs(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_tensorrt_engine_matches_pytorch(tmp_path, model, precision, calib_folder, eval_inputs):
     weights = bn_recalibrated_checkpoint(model, tmp_path)
-    exported = export(model, tmp_path, weights=weights, optimize=False)
+    exported = export(model, tmp_path, ExportSettings(weights=weights, optimize=False))
     result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="tensorrt", precision=precision, calib_data=calib_folder if precision == "int8" else None, calib_samples=64), quiet=True)
     assert result.engine.suffix == ".plan"
     verdict = validate(result.engine, ValidateSettings(data=str(eval_inputs), samples=64))
@@ -61,7 +61,7 @@ def test_tensorrt_runner_keeps_its_buffers_across_runs(tmp_path):
     from deploy_res.engines import load_engine
     from deploy_res.exporters.torch_export import BatchRange
 
-    exported = export("resnet18", tmp_path, input_size=(3, 64, 64), batch_range=BatchRange(1, 4, 8), exporter="torchscript", optimize=False)
+    exported = export("resnet18", tmp_path, ExportSettings(input_size=(3, 64, 64), batch_range=BatchRange(1, 4, 8), exporter="torchscript", optimize=False))
     result = build_engine(exported.onnx_path, tmp_path, BuildSettings(backend="tensorrt", precision="fp32"), quiet=True)
     x = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
     with load_engine(result.engine) as runner:

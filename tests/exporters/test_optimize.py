@@ -21,7 +21,7 @@ from deploy_res.models import create_model, list_models
 from deploy_res.exporters.checks import compare_outputs, make_inputs, run_ort
 from deploy_res.core.onnx_io import save_onnx
 from deploy_res.exporters.pass_runner import CHECKED_WHEN_SAVED, optimize
-from deploy_res.optimize import optimize_file
+from deploy_res.optimize import OptimizeSettings, optimize_file
 from deploy_res.exporters.report import render_report
 from deploy_res.exporters.passes import fold_batchnorm
 
@@ -120,7 +120,7 @@ def test_large_models_save_weights_as_external_data(tmp_path, monkeypatch):
     optimized, report = optimize(source, target="onnxruntime")
     assert report["onnx_checker"] == CHECKED_WHEN_SAVED  # in memory the checker cannot read a model this large
     assert all(t.raw_data for t in optimized.graph.initializer if t.dims)  # the returned model keeps its weights
-    manifest = optimize_file(source, out, target="onnxruntime")
+    manifest = optimize_file(source, out, OptimizeSettings(target="onnxruntime"))
     assert (tmp_path / "big.opt.onnx.data").stat().st_size > 10_000
     assert manifest["check"]["passes"]["onnx_checker"] == "passed"  # read from the saved file
     feeds = make_inputs(optimized, batch=2)

@@ -10,9 +10,9 @@ SIZE = (3, 64, 64)
 def tiny_engine(folder: Path) -> Path:
     """resnet18 at 3x64x64 (TorchScript export, BN folded), built for ONNX Runtime on the CPU: the engine's path."""
     from deploy_res.build import BuildSettings, build_engine
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
 
-    exported = export("resnet18", folder, input_size=SIZE, exporter="torchscript")
+    exported = export("resnet18", folder, ExportSettings(input_size=SIZE, exporter="torchscript"))
     return Path(build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime")).engine)
 
 

@@ -25,12 +25,12 @@ from deploy_res.validation.sensitivity import qdq_sources, rank_layers
 def int8_build(tmp_path_factory):
     from deploy_res.data.photos import sample_inputs, write_random_crops
     from deploy_res.demo import bn_recalibrated_checkpoint
-    from deploy_res.export import export
+    from deploy_res.export import ExportSettings, export
     from deploy_res.models import Preprocessing
 
     folder = tmp_path_factory.mktemp("int8")
     weights = bn_recalibrated_checkpoint("resnet18", folder, samples=32, input_size=(3, 64, 64))
-    exported = export("resnet18", folder, weights=weights, input_size=(3, 64, 64), exporter="torchscript", optimize=False)
+    exported = export("resnet18", folder, ExportSettings(weights=weights, input_size=(3, 64, 64), exporter="torchscript", optimize=False))
     write_random_crops(folder / "calib", 32, seed=0, size=80)
     built = build_engine(exported.onnx_path, folder, BuildSettings(backend="onnxruntime", precision="int8", calib_data=folder / "calib", calib_samples=32), quiet=True)
     held_out = folder / "eval.npy"

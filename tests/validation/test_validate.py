@@ -14,7 +14,7 @@ from cli_helpers import run_cli
 from onnx import numpy_helper
 
 from deploy_res.core.errors import DeployResError
-from deploy_res.export import export
+from deploy_res.export import ExportSettings, export
 from deploy_res.validation import ValidateSettings, validate
 from deploy_res.validation.metrics import accuracy, compare
 
@@ -36,7 +36,7 @@ def trained_like(tmp_path_factory):
                 module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.05)
     weights = folder / "resnet18.pth"
     torch.save(model.state_dict(), weights)
-    result = export("resnet18", folder, weights=weights, input_size=SIZE, exporter="torchscript")
+    result = export("resnet18", folder, ExportSettings(weights=weights, input_size=SIZE, exporter="torchscript"))
     return result
 
 
@@ -148,7 +148,7 @@ def test_labelled_arrays_give_accuracy_and_unknown_classes_fail(tmp_path, monkey
             return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = export("tinymodels:tiny3", tmp_path / "out", input_size=(3, 32, 32), exporter="torchscript")
+    result = export("tinymodels:tiny3", tmp_path / "out", ExportSettings(input_size=(3, 32, 32), exporter="torchscript"))
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "ok.npz", inputs=rng.standard_normal((12, 3, 32, 32)).astype(np.float32), labels=rng.integers(0, 3, 12))
     ok = validate(result.optimized_path, ValidateSettings(data=str(tmp_path / "ok.npz")), output=tmp_path / "ok.json")
