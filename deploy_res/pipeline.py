@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from deploy_res.build.settings import DEFAULT_CALIB_SAMPLES, BuildSettings
+from deploy_res.core.errors import DeployResError
 from deploy_res.core.files import ensure_output_dir
 from deploy_res.exporters.torch_export import DEFAULT_EXPORTER
 
@@ -65,6 +66,8 @@ class RunSettings:
     bn_recalibrate: bool = True
 
     def __post_init__(self) -> None:
+        if (self.fallback_layers is not None or self.target_agreement is not None) and "int8" not in self.precisions:
+            raise DeployResError("--fallback-layers and --target-agreement go with --int8")
         for precision in self.precisions:
             self.build_settings(precision, calib_data=self.calib_data or Path("calib"))  # the whole build checks, before any work
 

@@ -190,6 +190,11 @@ def test_run_with_an_empty_calibration_folder_fails_before_exporting(run, tmp_pa
     (["export", "resnet18", "--std", "0,0,0"], "std must be positive"),
     (["export", "resnet18", "--mean", "nan,0,0"], "finite"),
     (["export", "resnet18", "--batch-range", "1,8,100000"], "at most 4096"),
+    (["run", "resnet18", "--fallback-layers", "2"], "go with --int8"),
+    (["run", "resnet18", "--bf16", "--backend", "onnxruntime"], "--bf16 runs on OpenVINO"),
+    (["build-engine", "missing.onnx", "--fp16", "--int8"], "choose one of --bf16, --fp16, --int8"),
+    (["build-engine", "missing.onnx", "--fallback-layers", "2"], "go with --int8"),
+    (["profile", __file__, "--duration-s", "1", "--iterations", "2"], "not both"),
 ])
 def test_values_that_can_only_be_mistakes(run, tmp_path, args, fragment):
     assert fragment in one_error_line(run(*args, "-o", tmp_path / "out"))
