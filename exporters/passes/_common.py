@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -116,3 +117,11 @@ def same_shape(a: gs.Tensor, b: gs.Tensor) -> bool:
     if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
         return False
     return all(x is not None and x == y for x, y in zip(a.shape, b.shape))
+
+
+def onnx_type(dtype: Any) -> Optional[int]:
+    """A tensor's dtype (NumPy or ONNX) as an ONNX type number; None when unknown."""
+    try:
+        return dtype if isinstance(dtype, int) else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    except (TypeError, KeyError, ValueError):
+        return None

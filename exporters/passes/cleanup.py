@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.exporters.passes import merges, shapes
-from deploy_res.exporters.passes._common import PassResult, detach, is_standard, label, producer, replace_uses, same_shape
+from deploy_res.exporters.passes._common import PassResult, detach, is_standard, label, onnx_type, producer, replace_uses, same_shape
 
 FOLD_SIZE_LIMIT = 64 << 20
 """Constants larger than this (bytes) are not materialised by folding (an Expand could blow a model up)."""
@@ -221,7 +221,7 @@ def _remove_noops(graph: gs.Graph) -> int:
             continue
         x, y = node.inputs[0], node.outputs[0]
         if is_standard(node, "Cast"):
-            same = x.dtype is not None and _onnx_dtype(x.dtype) == node.attrs.get("to")
+            same = x.dtype is not None and onnx_type(x.dtype) == node.attrs.get("to")
         elif is_standard(node, "Expand") and isinstance(node.inputs[1], gs.Constant):
             same = _expand_is_noop(x.shape, node.inputs[1].values)
         elif is_standard(node, "Reshape") or is_standard(node, "Squeeze"):
@@ -236,13 +236,6 @@ def _remove_noops(graph: gs.Graph) -> int:
         detach(node)
         removed += 1
     return removed
-
-
-def _onnx_dtype(dtype) -> int | None:
-    try:
-        return dtype if isinstance(dtype, int) else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    except (TypeError, KeyError):
-        return None
 
 
 def _expand_is_noop(shape, target: np.ndarray) -> bool:

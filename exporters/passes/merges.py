@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from deploy_res.exporters.passes._common import LIGHT_BYTES, PassResult, constant_nbytes, detach, is_standard, label, producer, replace_uses
+from deploy_res.exporters.passes._common import LIGHT_BYTES, PassResult, constant_nbytes, detach, is_standard, label, onnx_type, producer, replace_uses
 
 _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
 
@@ -189,14 +189,6 @@ _WIDER = {
     _P.UINT32: {_P.INT64, _P.UINT64, _P.DOUBLE},
 }
 """Type -> the types that represent each of its values exactly (a Cast there and back changes nothing)."""
-
-
-def onnx_type(dtype: Any) -> Optional[int]:
-    """A tensor's dtype (NumPy or ONNX) as an ONNX type number; None when unknown."""
-    try:
-        return dtype if isinstance(dtype, int) else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    except (TypeError, KeyError, ValueError):
-        return None
 
 
 def merge_casts(graph: gs.Graph, result: PassResult) -> int:
