@@ -33,14 +33,14 @@ def fp32_top1(digits_model):
     return top1
 
 
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
-def test_int8_top1_within_one_point_of_fp32(digits_model, fp32_top1, target):
+@pytest.mark.parametrize("layout", ["onnxruntime", "tensorrt"])
+def test_int8_top1_within_one_point_of_fp32(digits_model, fp32_top1, layout):
     ranges = calibrate(digits_model.onnx_path, digits_model.train_x[:64], method=DEFAULT_METHOD, quiet=True)
-    model = emit_qdq(onnx.load(str(digits_model.onnx_path)), ranges, target)
-    if target == "tensorrt":
+    model = emit_qdq(onnx.load(str(digits_model.onnx_path)), ranges, layout)
+    if layout == "tensorrt":
         assert check_tensorrt_qdq_placement(model) == []
     top1 = _top1(model, digits_model.test_x, digits_model.test_y)
-    print(f"digits top-1: FP32 {fp32_top1:.2f}%, INT8 ({target}) {top1:.2f}%")
+    print(f"digits top-1: FP32 {fp32_top1:.2f}%, INT8 ({layout}) {top1:.2f}%")
     assert abs(top1 - fp32_top1) <= INT8_POINTS
 
 

@@ -87,19 +87,19 @@ def test_int8_logits_follow_fp32_for_both_emitters(tmp_path, crops, variant):
     calibration_s = time.perf_counter() - start
     model = onnx.load(str(path))
     results = {}
-    for target in ("onnxruntime", "tensorrt"):
-        qdq = emit_qdq(model, ranges, target)
-        if target == "tensorrt":
+    for layout in ("onnxruntime", "tensorrt"):
+        qdq = emit_qdq(model, ranges, layout)
+        if layout == "tensorrt":
             assert check_tensorrt_qdq_placement(qdq) == []
         out = run_onnx(qdq, crops["eval"], batch=16)
-        results[target] = (mean_cosine(out, reference), float(np.mean(out.argmax(1) == reference.argmax(1))))
-        if target == "onnxruntime" and gain is not None:  # OpenVINO's INT8 engine is built from this very file
+        results[layout] = (mean_cosine(out, reference), float(np.mean(out.argmax(1) == reference.argmax(1))))
+        if layout == "onnxruntime" and gain is not None:  # OpenVINO's INT8 engine is built from this very file
             out = _run_openvino(qdq, tmp_path / "resnet50.int8.onnxruntime.onnx", crops["eval"])
             results["openvino"] = (mean_cosine(out, reference), float(np.mean(out.argmax(1) == reference.argmax(1))))
     summary = ", ".join(f"{t}: cosine {c:.4f}, top-1 agreement {a:.2f}" for t, (c, a) in results.items())
     print(f"ResNet-50 ({variant}), {DEFAULT_METHOD} calibration {calibration_s:.1f} s; {summary}")
-    for target, (cosine, _) in results.items():
-        assert cosine >= floor, f"{target}: INT8 mean logit cosine {cosine:.4f} < {floor} ({summary})"
+    for layout, (cosine, _) in results.items():
+        assert cosine >= floor, f"{layout}: INT8 mean logit cosine {cosine:.4f} < {floor} ({summary})"
 
 
 def _run_openvino(qdq: onnx.ModelProto, path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
