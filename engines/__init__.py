@@ -26,7 +26,6 @@ from deploy_res.engines.base import (PRECISIONS, Backend, BuildResult, LayerCoun
                                      TraceProfiler)
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
-ENGINE_SUFFIXES = {"onnxruntime": ".ort.onnx", "openvino": ".ov.xml", "tensorrt": ".plan"}
 
 
 _BACKEND_CLASSES = {"onnxruntime": ("deploy_res.engines.onnxruntime.backend", "OnnxRuntimeBackend", False),
@@ -145,6 +144,6 @@ def companions(engine_path: str | Path, backend: str) -> tuple[list[str], list[P
     return [engine_path.with_suffix(".bin").name], [cache_dir_of(engine_path)]
 
 
-__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "ONNX_BACKENDS", "PRECISIONS", "Backend", "BuildResult", "LayerCounters", "LayerProfilerHost", "Runner", "RunnerBase",
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "PRECISIONS", "Backend", "BuildResult", "LayerCounters", "LayerProfilerHost", "Runner", "RunnerBase",
            "TensorInfo", "TraceProfiler", "backend_of", "companions", "cpu_fingerprint", "get_backend", "load_engine", "missing_bf16_isa",
            "qdq_layout", "unavailable"]

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.manifest import precision_of
 from deploy_res.core.timing import BLOCK_S, SETTLE_S
+from deploy_res.engines import backend_of
 from deploy_res.profiling.measure import MIN_ITERATIONS, Entry, complexity_of, environment, process_peak_rss_mb
 from deploy_res.profiling.stats import summarize
 
@@ -100,7 +101,7 @@ def build_report(entries: Sequence[Entry], manifests: Mapping[str, Optional[Mapp
             check = _match_validation(entry, validation)
         rows.append({
             "label": entry.label, "kind": entry.kind, "path": entry.path,
-            "backend": entry.info.get("backend") or ("torch" if entry.kind == "torch" else _guess_backend(entry.path)),
+            "backend": entry.info.get("backend") or ("torch" if entry.kind == "torch" else (backend_of(entry.path) if entry.path else None)),
             "device": entry.info.get("device"), "precision": _precision(entry, manifest),
             "model": model.get("source"), "measured": measured, "error": error if not measured else entry.error,
             "notes": entry.info.get("notes", []), "skipped_batches": {str(k): v for k, v in entry.info.get("skipped_batches", {}).items()},
@@ -135,9 +136,3 @@ def build_report(entries: Sequence[Entry], manifests: Mapping[str, Optional[Mapp
         "artifacts": rows,
         "validation": validation,
     }
-
-
-def _guess_backend(path: Optional[str]) -> Optional[str]:
-    if not path:
-        return None
-    return "tensorrt" if str(path).endswith((".plan", ".engine", ".trt")) else "onnxruntime"
