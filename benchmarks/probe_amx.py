@@ -9,8 +9,9 @@ so that a slow minute hits both; every second gives one figure. Steal time
 Why: OpenVINO's BF16 and INT8 engines (AMX kernels) ran at ~47 or ~105 img/s
 from one minute to the next on a 2-vCPU cloud VM, while its FP32 engine and
 ONNX Runtime (AVX-512 VNNI) held steady. If the bf16 matmul swings the same way
-and fp32 does not, the swing is the AMX unit's (on a VM it is shared with the
-physical core's other hyperthread), not OpenVINO's and not deployres' timing.
+and fp32 does not, the swing is the AMX unit's, not OpenVINO's and not deployres'
+timing (likely, not proven: a core's one AMX unit is shared with its other
+hyperthread, which on a cloud VM may be another tenant's).
 
     python benchmarks/probe_amx.py [--rounds 3] [--seconds 10] [--size 1024]
 
