@@ -6,8 +6,8 @@ a 50 ms settle pause, then 0.2 s of back-to-back runs, round-robin) so drift hit
 all alike and no figure depends on the session that ran before it:
 
   fp32          the plain TorchScript export (BatchNorm folded)
-  int8-ort      ``emit_qdq(..., target="onnxruntime")``: uint8 activations, int8 per-channel weights
-  int8-trt      ``emit_qdq(..., target="tensorrt")``: symmetric int8 (for information: the GPU layout)
+  int8-ort      ``emit_qdq(..., layout="onnxruntime")``: uint8 activations, int8 per-channel weights
+  int8-trt      ``emit_qdq(..., layout="tensorrt")``: symmetric int8 (for information: the GPU layout)
 
 Sessions keep ONNX Runtime's defaults, thread spinning included (what users
 run); the settle pause is what keeps one session's spinning threads from

@@ -6,7 +6,7 @@ times, each on the same files and batches:
 
   single        ``infer(...)`` in this process (decode, then the engine; ORT's default threads)
   ray x1        ``infer(..., InferSettings(ray=RayOptions(actors=1)))`` on a local cluster of ``--cpus`` CPUs
-  ray x2        ``infer(..., ray=RayOptions(actors=2))`` on the same cluster
+  ray x2        ``infer(..., InferSettings(ray=RayOptions(actors=2)))`` on the same cluster
 
 The cluster is started once (its start-up time is printed on its own) and
 every run includes Ray Data's pipeline start (actors loading the engine).

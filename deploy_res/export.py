@@ -2,7 +2,9 @@
 
 ``export("resnet50", "out/")`` writes ``out/resnet50.onnx`` (BatchNorm kept,
 dynamic batch, parity-checked against PyTorch at batch 1 and 4) and, unless
-``optimize=False``, ``out/resnet50.opt.onnx`` from the verified graph passes.
+``ExportSettings(optimize=False)``, the verified graph passes' output,
+``out/resnet50.opt.onnx`` (``resnet50.<target>.opt.onnx`` for ``tensorrt`` or
+``portable``: :func:`deploy_res.core.names.optimized_name`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class ExportSettings:
     name: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.batch_range, BatchRange):  # (min, opt, max)
+            object.__setattr__(self, "batch_range", BatchRange(*self.batch_range))
         if self.input_size is not None:
             object.__setattr__(self, "input_size", check_input_shape(self.input_size))  # refused before any work starts
         if self.exporter not in EXPORTERS:
@@ -79,7 +83,8 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     """Export ``model`` (zoo name or ``package.module:factory``) to ``output_dir`` as ``settings`` say.
 
     The raw export keeps BatchNorm and is checked against PyTorch at two batch sizes; then, unless
-    ``optimize`` is off, the graph passes for ``target`` write ``<stem>.opt.onnx``. Raises
+    ``optimize`` is off, the graph passes for ``target`` write the optimised file
+    (:func:`deploy_res.core.names.optimized_name`). Raises
     :class:`ValidationFailed` if PyTorch and ONNX Runtime disagree; nothing is left on disk then.
     """
     from deploy_res.loading import load_model

@@ -19,12 +19,12 @@ image, in that order:
 The file is written atomically with a manifest beside it
 (``PREDICTIONS.parquet.json``: the engine and its sha256, the data, the
 settings, the images skipped): an interrupt leaves no partial file. With
-``ray=True`` the batches run on Ray Data actors (:mod:`deploy_res.scale.ray_data`)
+``InferSettings(ray=RayOptions())`` the batches run on Ray Data actors (:mod:`deploy_res.scale.ray_data`)
 and the file is the same, row for row.
 
 An engine whose validation result (``<engine>.validation.json``, written by
 ``deployres validate``, for this very file) says FAILED is refused unless
-``force=True``.
+``InferSettings(force=True)``.
 """
 
 from __future__ import annotations

@@ -68,8 +68,18 @@ class RunSettings:
     def __post_init__(self) -> None:
         if (self.fallback_layers is not None or self.target_agreement is not None) and "int8" not in self.precisions:
             raise DeployResError("--fallback-layers and --target-agreement go with --int8")
+        from deploy_res.export import ExportSettings
+        from deploy_res.profiling import ProfileSettings
+        from deploy_res.validation import ValidateSettings
+
+        # Every stage's settings check themselves now, before any work.
+        if not self.precisions or self.precisions[0] != "fp32":
+            raise DeployResError(f"precisions must start with fp32 (the baseline every other engine is compared with), got {self.precisions}")
         for precision in self.precisions:
-            self.build_settings(precision, calib_data=self.calib_data or Path("calib"))  # the whole build checks, before any work
+            self.build_settings(precision, calib_data=self.calib_data or Path("calib"))
+        ExportSettings(exporter=self.exporter, input_size=self.input_size)
+        ValidateSettings(samples=self.eval_samples)
+        ProfileSettings(batches=self.batches, warmup_s=self.warmup_s, duration_s=self.duration_s, torch_modes=self.torch_modes)
 
     def build_settings(self, precision: str, calib_data: Optional[Path] = None) -> BuildSettings:
         """The build settings of the ``precision`` engine (INT8's calibrates on ``calib_data``)."""

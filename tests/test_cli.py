@@ -93,3 +93,24 @@ def test_optimize_a_foreign_onnx_file(run, tmp_path, target):
     manifest = json.loads((tmp_path / "out.onnx.json").read_text())
     assert manifest["stage"] == "optimize" and manifest["check"]["passes"]["target"] == target
     assert "fold_batchnorm" in result.output
+
+
+def test_every_command_takes_h():
+    """`-h` works for the group and every command (the README's promise), and shows the option types' metavars."""
+    from deploy_res.cli import cli as group
+
+    runner = CliRunner()
+    assert runner.invoke(group, ["-h"]).exit_code == 0
+    for name in group.commands:
+        result = runner.invoke(group, [name, "-h"])
+        assert result.exit_code == 0 and "Usage:" in result.output, (name, result.output)
+    assert "MIN,OPT,MAX" in runner.invoke(group, ["export", "-h"]).output
+
+
+def test_the_command_line_starts_without_torch():
+    """`deployres -h` and every command's option parsing run without importing torch (about 1.8 s here); the stages import it when they run."""
+    import subprocess
+    import sys
+
+    code = "import sys, deploy_res.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -22,7 +22,7 @@ class IntTuple(click.ParamType):
     def __init__(self, count: int, label: str) -> None:
         self.count, self.label = count, label
 
-    def get_metavar(self, param: Any, *args: Any) -> str:
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
         return self.label
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
@@ -45,7 +45,7 @@ class IntList(click.ParamType):
     def __init__(self, what: str, example: str) -> None:
         self.what, self.example = what, example
 
-    def get_metavar(self, param: Any, *args: Any) -> str:
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
         return self.example
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
@@ -61,14 +61,17 @@ class IntList(click.ParamType):
 
 
 class Names(click.ParamType):
-    """Names separated by commas: ``Sigmoid,GlobalAveragePool`` -> a tuple (blanks dropped)."""
+    """Names separated by commas: ``Sigmoid,GlobalAveragePool`` -> a tuple (blanks dropped); none at all -> ``empty``."""
 
     name = "names"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+    def __init__(self, empty: Any = ()) -> None:
+        self.empty = empty
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if isinstance(value, tuple):
             return value
-        return tuple(v.strip() for v in str(value).split(",") if v.strip())
+        return tuple(v.strip() for v in str(value).split(",") if v.strip()) or self.empty
 
 
 class ChannelTriple(click.ParamType):
@@ -79,7 +82,7 @@ class ChannelTriple(click.ParamType):
     def __init__(self, positive: bool = False) -> None:
         self.positive = positive
 
-    def get_metavar(self, param: Any, *args: Any) -> str:
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
         return "R,G,B"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
@@ -121,7 +124,7 @@ class InputShape(click.ParamType):
 
     name = "shape"
 
-    def get_metavar(self, param: Any, *args: Any) -> str:
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
         return "[NAME:]N,C,H,W"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Optional[str], tuple[int, ...]]:
@@ -142,6 +145,21 @@ def input_shapes(values) -> Optional[dict[Optional[str], tuple[int, ...]]]:
     return dict(values) or None
 
 
+class TorchModes(click.ParamType):
+    """``eager``, ``compile``, ``both`` or a comma list of the first two -> a tuple of modes."""
+
+    name = "modes"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        modes = ("eager", "compile") if str(value).strip() == "both" else tuple(v.strip() for v in str(value).split(",") if v.strip())
+        bad = [mode for mode in modes if mode not in ("eager", "compile")]
+        if bad or not modes:
+            self.fail(f"{value!r}: choose eager, compile, both, or eager,compile", param, ctx)
+        return modes
+
+
 CHW = IntTuple(3, "C,H,W")
 BATCH_SIZES = IntList("batch sizes", "1,8")
 
@@ -159,7 +177,7 @@ def ray_options(command):
 
 
 def ray_options_from(ray: bool, ray_address: Optional[str], actors: Optional[int], ray_cpus: Optional[int]):
-    """The :class:`~deploy_res.scale.ray_data.RayOptions` the four Ray options ask for, or None (run in this process)."""
+    """The :class:`~deploy_res.scale.options.RayOptions` the four Ray options ask for, or None (run in this process)."""
     from deploy_res.scale.options import RayOptions
 
     if not (ray or ray_address):

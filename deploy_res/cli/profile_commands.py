@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import BATCH_SIZES, IntList
+from deploy_res.cli.options import BATCH_SIZES, IntList, TorchModes
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines import ONNX_BACKENDS
-from deploy_res.profiling.settings import DEFAULT_DURATION_S, PROTOCOLS, TORCH_MODES, ProfileSettings, ServedSettings
+from deploy_res.profiling.settings import DEFAULT_DURATION_S, PROTOCOLS, ProfileSettings, ServedSettings
 
 DEFAULTS = ProfileSettings()
 
@@ -24,7 +24,7 @@ DEFAULTS = ProfileSettings()
 @click.option("--iterations", type=click.IntRange(1), help="Timed rounds per batch size instead of a duration.")
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads for ONNX Runtime and torch [default: the runtime's].")
 @click.option("--torch", "with_torch", is_flag=True, help="Add the PyTorch original named in the first artifact's manifest.")
-@click.option("--torch-modes", type=click.Choice((*TORCH_MODES, "both")), default="both", show_default=True, help="With --torch: eager, compile (torch.compile) or both.")
+@click.option("--torch-modes", type=TorchModes(), default="both", show_default=True, help="With --torch: eager, compile (torch.compile), both, or eager,compile.")
 @click.option("--validation", "validation_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="`deployres validate --json` output; repeatable.")
 @click.option("--layer-iterations", default=DEFAULTS.layer_iterations, show_default=True, type=click.IntRange(0), help="Profiled runs per batch size for the per-layer breakdown (0: none).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Report folder [default: <first artifact's folder>/report].")
@@ -52,7 +52,7 @@ def profile_command(ctx: Context, artifacts, with_torch, torch_modes, validation
 
     if not artifacts and not server:
         raise click.UsageError("give ARTIFACT... to profile, or --server REPO|HOST:PORT")
-    modes = (TORCH_MODES if torch_modes == "both" else (torch_modes,)) if with_torch else ()
+    modes = torch_modes if with_torch else ()
     served = ServedSettings(server, tuple(server_models), concurrency, server_duration_s, protocol) if server else None
     settings = ProfileSettings(torch_modes=modes, served=served, **options)
     report = profile(artifacts, settings, validation_results=read_validation_files(validation_files), output_dir=output_dir,

@@ -20,8 +20,10 @@ from deploy_res.core.files import write_json_atomic
 from deploy_res.core.records import file_record, library_versions, verify_record
 
 MANIFEST_SUFFIX = ".json"
-SCHEMA_VERSION = 2
-"""Manifest schema: 2 adds ``parent`` (the file this one was made from) to every stage's manifest; :class:`Manifest` reads 1 too."""
+SCHEMA_VERSION = 3
+"""Manifest schema: 2 adds ``parent`` (the file this one was made from) to every stage's manifest; 3 names a precision
+ONNX's ``settings.layout`` (INT8's Q/DQ layout) and ``settings.backend`` (FP16's) where 1 and 2 said ``settings.target``.
+:class:`Manifest` reads all three (nothing reads a precision manifest's settings)."""
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:

@@ -67,6 +67,8 @@ class ProfileSettings:
     served: Optional[ServedSettings] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.torch_modes, str):  # "eager", not ("eager",)
+            object.__setattr__(self, "torch_modes", (self.torch_modes,))
         batches = tuple(dict.fromkeys(int(b) for b in self.batches))
         if not batches or min(batches) < 1:
             raise DeployResError(f"batch sizes must be positive integers, got {self.batches}")

@@ -24,7 +24,7 @@ def test_every_stage_writes_its_parent_and_the_chain_leads_back_to_the_export(tm
     _write(qdq, {"stage": "build-engine", "inputs": {"onnx": file_record(opt)}, "settings": {"precision": "int8"}})
     _write(engine, {"stage": "build-engine", "source": file_record(qdq), "engine": {"backend": "onnxruntime", "precision": "int8"}})
     manifest = read_manifest(engine)
-    assert manifest["schema_version"] == SCHEMA_VERSION == 2
+    assert manifest["schema_version"] == SCHEMA_VERSION == 3
     assert manifest["parent"]["path"] == str(qdq.absolute()) and manifest.parent == manifest["parent"]
     assert [m.stage for m in manifest.ancestors()] == ["build-engine", "build-engine", "optimize", "export"]
     assert list(manifest.ancestors())[-1].model == {"source": "resnet18"}
