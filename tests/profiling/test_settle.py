@@ -60,11 +60,12 @@ def test_an_engine_timed_after_another_equals_the_same_engine_timed_alone():
     """Without the settle pause the engine timed after another reads ~1.4-2x slow here (FACTS.md); with it, ~1.0x.
 
     Measured in A-B-B-A order (alone, after, after, alone) so that drift and a machine waking from idle hit
-    both figures alike.
+    both figures alike, three times, judged on the median: one noisy pair on a shared 2-vCPU machine read
+    1.51x beside 1.14x in CI, while the fault this guards against reads slow in every pair.
     """
     first, second = SessionRunner(_conv_stack(seed=0)), SessionRunner(_conv_stack(seed=1))
     ratios = []
-    for _ in range(2):
+    for _ in range(3):
         alone = _median_ms([second])
         after = _median_ms([first, second]) + _median_ms([first, second])
         alone += _median_ms([second])
