@@ -25,6 +25,7 @@ from deploy_res.build.settings import DEFAULT_CALIB_SAMPLES, BuildSettings
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.files import ensure_output_dir
 from deploy_res.exporters.torch_export import DEFAULT_EXPORTER
+from deploy_res.profiling.settings import DEFAULT_DURATION_S, ProfileSettings
 
 CALIB_SEED = 0
 EVAL_SEED = 7
@@ -57,9 +58,9 @@ class RunSettings:
     target_agreement: Optional[float] = None
     backend: str = "auto"
     eval_samples: int = DEFAULT_EVAL_SAMPLES
-    batches: tuple[int, ...] = (1, 8)
-    duration_s: float = 5.0
-    warmup_s: float = 1.0
+    batches: tuple[int, ...] = ProfileSettings.batches
+    duration_s: float = DEFAULT_DURATION_S
+    warmup_s: float = ProfileSettings.warmup_s
     torch_modes: tuple[str, ...] = ("eager",)
     exporter: str = DEFAULT_EXPORTER
     input_size: Optional[tuple[int, int, int]] = None
@@ -69,7 +70,6 @@ class RunSettings:
         if (self.fallback_layers is not None or self.target_agreement is not None) and "int8" not in self.precisions:
             raise DeployResError("--fallback-layers and --target-agreement go with --int8")
         from deploy_res.export import ExportSettings
-        from deploy_res.profiling import ProfileSettings
         from deploy_res.validation import ValidateSettings
 
         # Every stage's settings check themselves now, before any work.
@@ -119,7 +119,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     from deploy_res.export import ExportSettings, export
     from deploy_res.exporters.torch_export import check_input_shape
     from deploy_res.models import Preprocessing
-    from deploy_res.profiling import ProfileSettings, profile
+    from deploy_res.profiling import profile
     from deploy_res.validation import ValidateSettings, validate
 
     start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -55,7 +55,7 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
         missing = missing_bf16_isa()
         if missing:
             raise DeployResError(missing)
-        settings = _with_backend(settings, "openvino")
+        settings = replace(settings, backend="openvino")
     status = _status(console, quiet)
     if settings.backend == "auto" and not settings.onnx_only and settings.device == "cpu" and unavailable("tensorrt") is not None:
         from deploy_res.build.auto import build_measured
@@ -64,7 +64,7 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
         candidates = cpu_candidates(settings.precision)
         if len(candidates) > 1:
             return build_measured(candidates, lambda each: build_engine(source, output_dir, each, quiet, console), settings, status)
-        settings = _with_backend(settings, candidates[0])
+        settings = replace(settings, backend=candidates[0])
     if settings.onnx_only:
         backend, engine_backend = ("onnxruntime" if settings.backend == "auto" else settings.backend), None
     else:
@@ -178,12 +178,6 @@ def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, settin
 
     ranking = rank_layers(qdq_path, float_path, arrays[:32])
     return fallback_search(qdq, float_model, ranking, arrays, target_agreement=settings.target_agreement, fallback_layers=settings.fallback_layers)
-
-
-def _with_backend(settings: BuildSettings, backend: str) -> BuildSettings:
-    from dataclasses import replace
-
-    return replace(settings, backend=backend)
 
 
 def _check_onnx(path: Path) -> None:

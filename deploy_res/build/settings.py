@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from deploy_res.core.errors import DeployResError
+from deploy_res.core.errors import DeployResError, require_at_least_one
 from deploy_res.engines import BACKENDS, PRECISIONS
 from deploy_res.engines.precision.calibration import DEFAULT_METHOD, METHODS
 
@@ -87,10 +87,7 @@ class BuildSettings:
         _choose("calibration method", self.calib_method, METHODS)
         if self.perf_hint is not None:
             _choose("performance hint", self.perf_hint, PERF_HINTS)
-        for name in ("calib_samples", "threads", "workspace_mb"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DeployResError(f"{_flag(name)} must be at least 1, got {value}")
+        require_at_least_one(self, "calib_samples", "threads", "workspace_mb")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise DeployResError(f"--opt-level is TensorRT's builder level 0-5, got {self.opt_level}")
         if self.fallback_layers is not None and self.fallback_layers < 0:
@@ -125,10 +122,6 @@ class BuildSettings:
         if self.opt_level is not None:
             options["optimization_level"] = self.opt_level
         return options
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _choose(what: str, value: str, choices: Sequence[str]) -> None:

@@ -50,7 +50,7 @@ def optimized_name(stem: str, passes: str) -> str:
 
 def optimized_beside(source: Path) -> Path:
     """``deployres optimize``'s default output for any ONNX file: ``model.onnx`` -> ``model.opt.onnx`` beside it."""
-    return source.with_name((source.name[: -len(".onnx")] if source.name.endswith(".onnx") else source.name) + ".opt.onnx")
+    return source.with_name(optimized_name(source.name[: -len(".onnx")] if source.name.endswith(".onnx") else source.name, "onnxruntime"))
 
 
 def calibration_cache_name(stem: str, method: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from deploy_res.core.errors import DeployResError
+from deploy_res.core.errors import require_at_least_one
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,7 @@ class RayOptions:
     cpus: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("actors", "cpus"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DeployResError(f"--{'ray-cpus' if name == 'cpus' else name} must be at least 1, got {value}")
+        require_at_least_one(self, "actors", "cpus", options={"cpus": "ray-cpus"})
 
     @property
     def where(self) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from deploy_res.core.errors import DeployResError
+from deploy_res.core.errors import DeployResError, require_at_least_one
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,6 @@ class TritonSettings:
             raise DeployResError("--latency-budget-ms must be positive")
         if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
             raise DeployResError("--max-queue-delay-us must be 0 or more")
-        for name in ("max_batch_size", "instances", "threads", "cores"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DeployResError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        require_at_least_one(self, "max_batch_size", "instances", "threads", "cores")
         if any(size < 1 for size in self.preferred_batch_sizes):
             raise DeployResError(f"--preferred-batch-size takes positive batch sizes, got {self.preferred_batch_sizes}")

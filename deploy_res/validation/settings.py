@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from deploy_res.core.errors import DeployResError
+from deploy_res.core.errors import DeployResError, require_at_least_one
 from deploy_res.scale.options import RayOptions
 from deploy_res.validation.thresholds import LIMIT_NAMES
 
@@ -48,9 +48,7 @@ class ValidateSettings:
     ray: Optional[RayOptions] = None
 
     def __post_init__(self) -> None:
-        for name in ("samples", "batch"):
-            if getattr(self, name) < 1:
-                raise DeployResError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, "samples", "batch")
         for name, value in (self.limits or {}).items():
             if name not in LIMIT_NAMES:
                 raise DeployResError(f"unknown threshold {name!r}; known: {', '.join(LIMIT_NAMES)}")
