@@ -35,21 +35,36 @@ def _print_sensitivity(ctx: Context, sensitivity: dict, top: int) -> None:
     ctx.console.print(table)
 
 
+def _interval(check: dict) -> str:
+    if check.get("interval") is None:
+        return "every sample"
+    low, high = check["interval"]
+    return f"[{'-inf' if low is None else f'{low:.4g}'}, {'inf' if high is None else f'{high:.4g}'}]"
+
+
+OUTCOME_STYLE = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "inconclusive": "[yellow]INCONCLUSIVE[/]"}
+
+
 def _print_validation(ctx: Context, result: dict) -> None:
     table = Table(title=f"{result['artifact']} ({result['precision']}, {result['backend']}) vs {result['reference']['kind']} {result['reference']['source']}")
-    for column in ("check", "value", "limit", "result"):
+    for column in ("check", "value", f"{100 * result.get('confidence', 0.95):g} % interval", "limit", "result"):
         table.add_column(column)
     for check in result["checks"]:
-        table.add_row(check["name"], f"{check['value']:.6g}", f"{check['limit']:g}", "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+        table.add_row(check["name"], f"{check['value']:.6g}", _interval(check), f"{check['limit']:g}", OUTCOME_STYLE[check["outcome"]])
     metrics = result["metrics"]
     ctx.console.print(table)
-    extra = [f"{k} {metrics[k]:.4g}" for k in ("max_abs_error", "mean_abs_error", "cosine_mean", "top5_agreement") if k in metrics]
+    extra = [f"{k} {metrics[k]:.4g}" for k in ("max_abs_error", "mean_abs_error", "cosine_mean", "cosine_p5", "cosine_min", "top1_agreement", "top5_agreement") if k in metrics]
     ctx.console.print(f"inputs: {result['inputs']['samples']} {result['inputs']['kind']} ({result['inputs']['source']}); " + ", ".join(extra))
     if result["accuracy"]:
         acc = result["accuracy"]
         ctx.console.print(f"top-1 accuracy: reference {100 * acc['reference_top1']:.2f}%, artifact {100 * acc['artifact_top1']:.2f}% "
                           f"(drop {acc['top1_drop_points']:.2f} points); top-5 {100 * acc['reference_top5']:.2f}% / {100 * acc['artifact_top5']:.2f}%")
-    ctx.console.print(f"{'[green]PASS[/]' if result['passed'] else '[red]FAIL[/]'} - result in {result['result_path']}")
+    worst = result.get("worst_samples") or []
+    if worst and result["precision"] != "fp32":
+        ctx.console.print("lowest cosines (evidence, not a limit): " + ", ".join(
+            f"{w['sample']} {w['cosine']:.4f} (class {w['reference_class']} ranked {w['reference_class_rank']})" for w in worst[:3]))
+    ctx.console.print(f"{OUTCOME_STYLE[result['outcome']]}{result['verdict'][len(result['outcome']):]}")
+    ctx.console.print(f"result in {result['result_path']}")
 
 
 def _print_written(ctx: Context, path) -> None:

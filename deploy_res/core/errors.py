@@ -23,6 +23,12 @@ class ValidationFailed(DeployResError):
     exit_code = 1
 
 
+class ValidationInconclusive(DeployResError):
+    """A validation whose data cannot decide: an interval straddles its limit (neither pass nor fail)."""
+
+    exit_code = 3
+
+
 def require_at_least_one(settings: Any, *names: str, options: Mapping[str, str] = {}) -> None:
     """A one-line error for the first of ``settings``' fields ``names`` that is set (not None) and below 1.
 

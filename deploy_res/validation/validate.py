@@ -14,15 +14,19 @@ from deploy_res.core.manifest import Manifest, precision_of, read_manifest
 from deploy_res.core.names import validation_result_path
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array
+from deploy_res.validation.checks import describe, evaluate, samples_to_decide, verdict
 from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.reference import resolve_reference
-from deploy_res.validation.settings import ValidateSettings
-from deploy_res.validation.thresholds import UPPER_BOUNDS, evaluate, thresholds_for
+from deploy_res.validation.settings import DEFAULT_RANDOM_SAMPLES, ValidateSettings
+from deploy_res.validation.thresholds import EXACT_PRECISIONS, every_sample_limits, thresholds_for
 
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2
+"""2: an outcome (pass / fail / inconclusive), checks with intervals, the evidence and the worst samples; files of
+schema 1 (``passed`` only) are still read (:mod:`.verdict`)."""
+RANDOM_ONLY = "no data: agreement on random inputs only"
 
 
-def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch: int, input_shape: tuple, seed: int):
+def _work(data: Optional[str], manifest: Mapping[str, Any], samples: Optional[int], batch: int, input_shape: tuple, seed: int):
     """``(batches, preprocessing, class_names, description)``: the inputs cut into numbered batches.
 
     Images (a folder, a glob, a .parquet list) are listed, not decoded: each
@@ -31,7 +35,7 @@ def _work(data: Optional[str], manifest: Mapping[str, Any], samples: int, batch:
     from deploy_res.scale.work import plan_batches
 
     if data is None:
-        arrays = seeded_array((samples, *input_shape), np.float32, np.random.default_rng(seed))
+        arrays = seeded_array((samples or DEFAULT_RANDOM_SAMPLES, *input_shape), np.float32, np.random.default_rng(seed))
         return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
     from deploy_res.data.images import is_image_source, list_images
     from deploy_res.data.inputs import load_inputs
@@ -81,7 +85,7 @@ class ValidateWorker:
             raise DeployResError(f"output shapes differ: reference {reference_logits.shape}, artifact {artifact_logits.shape}")
         if self.kept is not None:
             self.kept.append(arrays)
-        return MetricState.of(reference_logits, artifact_logits, labels if reference_logits.ndim == 2 else None)
+        return MetricState.of(reference_logits, artifact_logits, labels if reference_logits.ndim == 2 else None, names)
 
     def close(self) -> None:
         self.runner.close()
@@ -93,13 +97,36 @@ class ValidateWorker:
         self.close()
 
 
+def _judge(state: MetricState, metrics: Mapping[str, Any], accuracy: Optional[Mapping[str, float]], precision: str,
+           settings: ValidateSettings, kind: str, output_name: str) -> dict[str, Any]:
+    """The verdict's part of the result: evidence, limits, checks, outcome, what failed or is undecided, one line."""
+    evidence = "labelled" if accuracy else "random" if kind == "random" else "unlabelled"
+    limits = thresholds_for(precision, settings.limits, labelled=bool(accuracy))
+    checks = evaluate(state, metrics, accuracy, limits, every_sample_limits(precision), settings.confidence)
+    outcome = verdict(checks)
+    needed = samples_to_decide(checks) if outcome == "inconclusive" else None
+    caveat = f" ({RANDOM_ONLY})" if evidence == "random" and precision not in EXACT_PRECISIONS else ""
+    deciding = [c for c in checks if c["outcome"] == outcome] if outcome != "pass" else checks[1:]
+    line = f"{outcome.upper()}{caveat} on {state.samples} {evidence} samples: " + "; ".join(describe(c, with_samples=False) for c in deciding)
+    if outcome == "inconclusive":
+        line += f"; about {needed:,} samples would decide" if needed else "; more samples cannot decide at these values"
+    return {"evidence": evidence, "confidence": settings.confidence, "thresholds": limits, "checks": checks,
+            "outcome": outcome, "passed": outcome == "pass",
+            "failed": [f"output '{output_name}': {describe(c)}" for c in checks if c["outcome"] == "fail"],
+            "undecided": [f"output '{output_name}': {describe(c)}" for c in checks if c["outcome"] == "inconclusive"],
+            "samples_to_decide": needed, "verdict": line}
+
+
 def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings(), output: Optional[str | Path] = None,
              progress: Optional[Callable[[int, int], None]] = None, on_note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Compare ``artifact`` with its reference as ``settings`` say; return the result and write it to ``output``.
 
-    Defaults (:class:`ValidateSettings`): the PyTorch model the manifest names; 32 seeded random inputs when
-    no ``data`` (image folder, labelled folder, glob, .parquet list, .npy/.npz) is given; batches of 8; the
-    precision's limits from :mod:`.thresholds`; the result at ``<artifact>.validation.json``. ``per_layer``
+    Defaults (:class:`ValidateSettings`): the PyTorch model the manifest names; every sample of ``data`` (image
+    folder, labelled folder, glob, .parquet list, .npy/.npz), or 32 seeded random inputs when none is given; batches
+    of 8; the precision's limits from :mod:`.thresholds`, judged as :mod:`.checks` says at 95 % confidence; the
+    result at ``<artifact>.validation.json``. Its ``outcome`` is ``pass``, ``fail`` or ``inconclusive`` (the data
+    cannot decide: ``samples_to_decide`` says how many samples would), ``verdict`` says it in one line, and
+    ``worst_samples`` names the samples of lowest cosine as evidence. ``per_layer``
     (INT8 artifacts) adds ``sensitivity``: the quantised layers ranked by the error they add
     (:mod:`.sensitivity`), on the same inputs.
 
@@ -171,9 +198,7 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
             raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
 
         metrics, accuracy = state.finalize()
-        limits = thresholds_for(precision, settings.limits)
-        checks = evaluate(metrics, accuracy, limits)
-        passed = all(c["passed"] for c in checks)
+        judged = _judge(state, metrics, accuracy, precision, settings, inputs_desc["kind"], output_name)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "artifact": str(artifact),
@@ -187,10 +212,8 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
             "outputs": [{"name": output_name, **metrics}],
             "metrics": {**metrics, **(accuracy or {})},
             "accuracy": accuracy,
-            "thresholds": limits,
-            "checks": checks,
-            "failed": [f"output '{output_name}': {c['name']} {c['value']:.6g} {'>' if c['name'] in (*UPPER_BOUNDS, 'finite') else '<'} {c['limit']:g}" for c in checks if not c["passed"]],
-            "passed": passed,
+            **judged,
+            "worst_samples": list(state.worst),
             "seconds": round(time.perf_counter() - start, 2),
             **({"execution": execution} if execution else {}),
         }

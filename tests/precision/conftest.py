@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from precision_helpers import digits_arrays, export_onnx
+from precision_helpers import export_onnx
+from trained_nets import digits_arrays, train_resnet
 
 EPOCHS = 3
 
@@ -35,34 +36,14 @@ def digits_model(tmp_path_factory) -> DigitsModel:
     """A BasicBlock [1,1,1,1] ResNet trained on digits (about 98% held-out top-1) as ONNX."""
     import torch
 
-    from deploy_res.models.resnet import BasicBlock, ResNet
-
     train_x, test_x, train_y, test_y = digits_arrays()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        torch.manual_seed(0)
-        model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
-        x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=EPOCHS * -(-len(x) // 64))
-        generator = torch.Generator().manual_seed(0)
-        model.train()
-        for _ in range(EPOCHS):
-            for batch in torch.randperm(len(x), generator=generator).split(64):
-                optimiser.zero_grad()
-                torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimiser.step()
-                schedule.step()
-        model.eval()
-        with torch.no_grad():
-            accuracy = float((model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
-        folder = tmp_path_factory.mktemp("digits")
-        path = export_onnx(model, torch.from_numpy(test_x[:1]), folder / "digits_resnet.onnx")
-        weights = folder / "digits_resnet.pth"
-        torch.save(model.state_dict(), weights)
-    finally:
-        torch.set_num_threads(threads)
+    model = train_resnet(train_x, train_y, classes=10, epochs=EPOCHS)
+    with torch.no_grad():
+        accuracy = float((model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
+    folder = tmp_path_factory.mktemp("digits")
+    path = export_onnx(model, torch.from_numpy(test_x[:1]), folder / "digits_resnet.onnx")
+    weights = folder / "digits_resnet.pth"
+    torch.save(model.state_dict(), weights)
     return DigitsModel(path, train_x, test_x, test_y, accuracy, weights)
 
 

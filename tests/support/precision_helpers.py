@@ -1,4 +1,4 @@
-"""Helpers for tests/precision: plain ONNX export, the digits data, ORT runs and cosines."""
+"""Helpers for tests/precision: plain ONNX export, ORT runs and cosines (the trained networks: :mod:`trained_nets`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-DIGITS_SIZE = 24
 EXPORT_KW = dict(dynamo=False, input_names=["input"], output_names=["logits"], opset_version=17,
                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
@@ -21,19 +20,6 @@ def export_onnx(module, example, path: Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is the TorchScript exporter, on purpose
         torch.onnx.export(module.eval(), example, str(path), **EXPORT_KW)
     return path
-
-
-def digits_arrays(seed: int = 0):
-    """(train_x, train_y, test_x, test_y): digits as float32 (N, 3, 24, 24) in [-1, 1], 75/25 stratified split."""
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    images = torch.nn.functional.interpolate(images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
-    images = ((images - 0.5) / 0.5).repeat(1, 3, 1, 1).numpy()
-    return train_test_split(images, digits.target.astype(np.int64), test_size=0.25, random_state=seed, stratify=digits.target)
 
 
 def run_onnx(model, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -52,3 +38,18 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over samples of the cosine between rows of ``a`` and ``b``."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     return float(np.mean(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def damage(qdq, factor: float, which: int = -1):
+    """A copy of ``qdq`` whose ``which``-th convolution weight DequantizeLinear (default: the last) has its scales
+    multiplied by ``factor``: an INT8 engine with one wrong scale, as a broken calibration or emitter would make it."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    inits = {init.name: init for init in model.graph.initializer}
+    weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) == 4]
+    scale = inits[weight_dqs[which].input[1]]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(factor), scale.name))
+    return model
