@@ -34,6 +34,7 @@ class ExportResult:
     manifest: dict[str, Any]
     optimized_path: Optional[Path] = None
     optimized_manifest: Optional[dict[str, Any]] = None
+    notes: tuple[str, ...] = ()
 
     @property
     def final_path(self) -> Path:
@@ -52,7 +53,10 @@ class ExportSettings:
     optimize: also run the graph passes for ``target`` (default True, ``onnxruntime``).
     preprocessing: of a factory model (default None: the zoo's, ImageNet's for a factory).
     rtol: parity tolerance, relative to the largest logit (default 1e-3).
-    name: the file-name stem (default: the model's, :func:`deploy_res.core.names.source_stem`).
+    name: the file-name stem (default: the model's, :func:`deploy_res.core.names.source_stem`, without factory arguments).
+    num_classes: the zoo model's classifier size (default None: the checkpoint's, else the zoo's; passed to a factory as
+        ``num_classes=``); recorded in the manifest's ``model`` block.
+    trust_pickle: load a checkpoint that is a whole pickled model, running its code (default False); recorded too.
     """
 
     weights: Optional[Path] = None
@@ -65,8 +69,14 @@ class ExportSettings:
     preprocessing: Optional["Preprocessing"] = None
     rtol: float = PARITY_RTOL
     name: Optional[str] = None
+    num_classes: Optional[int] = None
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1):
+            raise DeployResError(f"--num-classes must be a whole number of at least 1, got {self.num_classes!r}")
+        if self.trust_pickle and self.weights is None:
+            raise DeployResError("--trust-pickle goes with --weights (the pickled checkpoint it trusts)")
         if not isinstance(self.batch_range, BatchRange):  # (min, opt, max)
             object.__setattr__(self, "batch_range", BatchRange(*self.batch_range))
         if self.input_size is not None:
@@ -92,12 +102,12 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
 
     input_size, batch_range, opset, exporter, target = settings.input_size, settings.batch_range, settings.opset, settings.exporter, settings.target
     folder = ensure_output_dir(output_dir)
-    loaded = load_model(model, settings.weights, settings.preprocessing)
+    loaded = load_model(model, settings.weights, settings.preprocessing, num_classes=settings.num_classes, trust_pickle=settings.trust_pickle)
     pre = loaded.preprocessing
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)
     input_shape = tuple(pre.input_size)
-    stem = settings.name or source_stem(model)
+    stem = settings.name or source_stem(model.split("(", 1)[0])
     onnx_path = folder / f"{stem}.onnx"
 
     # The ONNX is written to a temporary file, checked there, and placed with its manifest as one unit.
@@ -120,6 +130,8 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
                 "family": loaded.family,
                 "weights": file_record(loaded.weights) if loaded.weights else None,
                 "init_seed": loaded.init_seed,
+                "num_classes": loaded.num_classes,
+                "trust_pickle": loaded.trust_pickle,
                 "parameters": sum(p.numel() for p in loaded.module.parameters()),
             },
             "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},
@@ -131,7 +143,7 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
             "seconds": round(export_seconds, 2),
         }
         manifest = pending.set_manifest("export", manifest)
-    result = ExportResult(onnx_path, manifest)
+    result = ExportResult(onnx_path, manifest, notes=loaded.notes)
     if settings.optimize:
         from deploy_res.optimize import OptimizeSettings, optimize_file
 

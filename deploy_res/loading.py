@@ -1,7 +1,18 @@
-"""Resolve what the user named into a PyTorch module: a zoo name or ``package.module:factory``,
-optionally with a checkpoint.
+"""Resolve what the user named into a PyTorch module: a zoo name or ``package.module:factory``
+(optionally called with literal arguments, ``package.module:factory(ARGS)``), optionally with a checkpoint.
 
-Checkpoints are read with ``torch.load(weights_only=True)``; a bare state dict
+Factory arguments are Python literals only (numbers, strings, ``True``/``False``/``None``,
+tuples, lists, dicts), read with :func:`ast.literal_eval`, never ``eval``:
+``torchvision.models:resnet50(num_classes=37)``.
+
+A zoo model's classifier (``fc``; ``classif`` for Inception-ResNet-v2) takes
+its output size from the checkpoint when that is all that differs, or from
+``num_classes``; a checkpoint contradicting ``num_classes`` is refused.
+
+Checkpoints are read with ``torch.load(weights_only=True)``. A whole pickled
+model (``torch.save(model, PATH)``) is refused, since loading it runs code from
+the file, unless ``trust_pickle=True``; a file that is no checkpoint is
+refused in one line saying what it is. A bare state dict
 or one inside the usual wrappers (``{"state_dict": ...}``, ``{"model": ...}``,
 ``{"model_state_dict": ...}``, ``{"module": ...}``) is accepted, and the
 ``module.`` prefix DataParallel leaves is stripped.
@@ -17,11 +28,14 @@ one-line error naming the first missing, unexpected or mis-shaped key.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import pickletools
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
@@ -43,42 +57,150 @@ class LoadedModel:
     family: Optional[str] = None
     weights: Optional[Path] = None
     init_seed: int = 0
+    num_classes: Optional[int] = None
+    trust_pickle: bool = False
+    notes: tuple[str, ...] = ()
 
 
 DEFAULT_INIT_SEED = 0
 """Seed of the random initialisation when no weights are given, so a later stage can rebuild the very same model."""
 
 
+HEAD_NAMES = ("fc", "classif")
+"""The zoo's classifier attributes: ``fc`` (ResNet, ResNeXt, Wide, SE, plain), ``classif`` (Inception-ResNet-v2)."""
+
+
 def load_model(source: str, weights: Optional[str | Path] = None, preprocessing: Optional[Preprocessing] = None,
-               init_seed: int = DEFAULT_INIT_SEED, **factory_kwargs: Any) -> LoadedModel:
+               init_seed: int = DEFAULT_INIT_SEED, num_classes: Optional[int] = None, trust_pickle: bool = False,
+               **factory_kwargs: Any) -> LoadedModel:
     """Build the model ``source`` names, load ``weights`` if given, and return it in eval mode.
 
-    ``source`` is a zoo name (``resnet50``) or ``package.module:factory``, where
-    ``factory(**factory_kwargs)`` returns an ``nn.Module``. ``preprocessing``
+    ``source`` is a zoo name (``resnet50``), ``package.module:factory`` or
+    ``package.module:factory(ARGS)`` (literal arguments only), where
+    ``factory(*ARGS, **factory_kwargs)`` returns an ``nn.Module``. ``preprocessing``
     overrides the zoo's settings (default: the zoo's, ImageNet 224 for a
-    factory). The module is constructed under ``torch.manual_seed(init_seed)``
-    (default 0, the global RNG left untouched), so an untrained model is
-    reproducible from its manifest.
+    factory). ``num_classes`` (default None) sizes a zoo model's classifier
+    (default: the checkpoint's, else the zoo's 1000) and is passed to a factory
+    as ``num_classes=``. ``trust_pickle`` (default False) lets a checkpoint that
+    is a whole pickled model load, running its code. The module is constructed
+    under ``torch.manual_seed(init_seed)`` (default 0, the global RNG left
+    untouched), so an untrained model is reproducible from its manifest.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        if ":" in source:
-            module = _build_from_factory(source, **factory_kwargs)
-            spec_pre, family, zoo = Preprocessing(), None, False
-        else:
-            spec = get_spec(source)
-            module = spec.create(**factory_kwargs)
-            spec_pre, family, zoo = spec.preprocessing, spec.family, True
-    if weights is not None:
-        load_checkpoint(module, weights)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise DeployResError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
+    state = read_state_dict(weights, trust_pickle) if weights is not None else None
+    notes: list[str] = []
+    if ":" in source:
+        if num_classes is not None:
+            factory_kwargs = {**factory_kwargs, "num_classes": num_classes}
+        module = _seeded(init_seed, lambda: _build_from_factory(source, **factory_kwargs))
+        spec_pre, family, zoo = Preprocessing(), None, False
+    else:
+        spec = get_spec(source)
+        if "num_classes" in factory_kwargs:  # the keyword callers have always passed
+            num_classes = factory_kwargs.pop("num_classes") if num_classes is None else num_classes
+        module = _seeded(init_seed, lambda: spec.create(**factory_kwargs))
+        module, num_classes, note = _fit_zoo_head(module, lambda n: _seeded(init_seed, lambda: spec.create(num_classes=n, **factory_kwargs)),
+                                                  source, state, num_classes, Path(weights).name if weights else None)
+        notes += [note] if note else []
+        spec_pre, family, zoo = spec.preprocessing, spec.family, True
+    if state is not None:
+        _load_state(module, state, Path(weights))
     module.eval()
-    return LoadedModel(module, source, zoo, preprocessing or spec_pre, family, Path(weights) if weights else None, init_seed)
+    return LoadedModel(module, source, zoo, preprocessing or spec_pre, family, Path(weights) if weights else None, init_seed,
+                       num_classes, trust_pickle, tuple(notes))
 
 
-def _build_from_factory(source: str, **kwargs: Any) -> nn.Module:
+def load_manifest_model(model: Mapping[str, Any], weights: Optional[str | Path] = None) -> LoadedModel:
+    """Rebuild the model a manifest's ``model`` block names: its source, seed, ``num_classes`` and ``trust_pickle``
+    (defaults for manifests written before them: seed 0, the checkpoint's head, False)."""
+    return load_model(model["source"], weights, init_seed=int(model.get("init_seed") or 0), num_classes=model.get("num_classes"),
+                      trust_pickle=bool(model.get("trust_pickle", False)))
+
+
+def _seeded(seed: int, build: Any) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _head(module: nn.Module) -> Optional[tuple[str, nn.Linear]]:
+    """The zoo module's classifier: its attribute name and the ``nn.Linear`` (None if it has none)."""
+    for name in HEAD_NAMES:
+        layer = getattr(module, name, None)
+        if isinstance(layer, nn.Linear):
+            return name, layer
+    return None
+
+
+def _fit_zoo_head(module: nn.Module, rebuild: Any, source: str, state: Optional[Mapping[str, Any]], num_classes: Optional[int],
+                  weights_name: Optional[str]) -> tuple[nn.Module, Optional[int], Optional[str]]:
+    """The zoo module with the classifier ``num_classes`` or the checkpoint asks for, the class count and a one-line note."""
+    head = _head(module)
+    if head is None:
+        if num_classes is not None:
+            raise DeployResError(f"{source} has no classifier deployres can resize (looked for {', '.join(HEAD_NAMES)}); drop --num-classes")
+        return module, None, None
+    name, layer = head
+    given = state.get(f"{name}.weight") if state is not None else None
+    from_checkpoint = given.shape[0] if isinstance(given, torch.Tensor) and given.dim() == 2 and given.shape[1] == layer.in_features else None
+    if num_classes is not None and from_checkpoint is not None and from_checkpoint != num_classes:
+        raise DeployResError(f"weights {weights_name} contradict --num-classes {num_classes}: {name}.weight has shape {tuple(given.shape)}, "
+                             f"a {from_checkpoint}-class head; drop --num-classes or pass {from_checkpoint}")
+    wanted = num_classes or from_checkpoint or layer.out_features
+    if wanted == layer.out_features:
+        return module, wanted, None
+    why = f"--num-classes {wanted}" if num_classes is not None else f"{weights_name}'s {name}.weight {tuple(given.shape)}"
+    return rebuild(wanted), wanted, f"{source} built with a {wanted}-class head ({name}: {layer.in_features} -> {wanted}) from {why}"
+
+
+def parse_source(source: str) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+    """``package.module:factory(ARGS)`` -> (module, factory attribute, args, kwargs); literal arguments only, never ``eval``."""
     module_name, _, attr = source.partition(":")
     if not module_name or not attr:
         raise DeployResError(f"{source!r} is not of the form package.module:factory")
+    if "(" not in attr:
+        return module_name, attr, (), {}
+    try:
+        call = ast.parse(attr.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise DeployResError(f"{source!r}: the factory call does not parse ({exc.msg}); write package.module:factory(arg, key=value)") from None
+    if not isinstance(call, ast.Call) or _dotted(call.func) is None:
+        raise DeployResError(f"{source!r} is not of the form package.module:factory(ARGS)")
+    args = tuple(_literal(node, source) for node in call.args)
+    kwargs: dict[str, Any] = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:
+            raise DeployResError(f"{source!r}: **{ast.unparse(keyword.value)} is not allowed; name each keyword argument with a literal value")
+        kwargs[keyword.arg] = _literal(keyword.value, source)
+    return module_name, _dotted(call.func), args, kwargs
+
+
+def _dotted(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    return None
+
+
+def _literal(node: ast.AST, source: str) -> Any:
+    try:
+        if isinstance(node, ast.Starred):
+            raise ValueError
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise DeployResError(f"{source!r}: argument {ast.unparse(node)} is not a Python literal; factory arguments may be numbers, strings, "
+                             "True/False/None, tuples, lists and dicts only") from None
+
+
+def _build_from_factory(source: str, **extra: Any) -> nn.Module:
+    module_name, attr, args, kwargs = parse_source(source)
+    clash = sorted(set(kwargs) & set(extra))
+    if clash:
+        raise DeployResError(f"{source!r} already sets {clash[0]}=; drop --{clash[0].replace('_', '-')} or the argument")
+    kwargs.update(extra)
     try:
         mod = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or any error the module raises at import
@@ -89,13 +211,13 @@ def _build_from_factory(source: str, **kwargs: Any) -> nn.Module:
         if factory is None:
             raise DeployResError(f"module {module_name!r} has no attribute {attr!r}; zoo models: {', '.join(list_models())}")
     if not callable(factory):
-        raise DeployResError(f"{source} is not callable; name a function that returns an nn.Module")
+        raise DeployResError(f"{module_name}:{attr} is not callable; name a function that returns an nn.Module")
     try:
-        model = factory(**kwargs)
+        model = factory(*args, **kwargs)
     except Exception as exc:
-        raise DeployResError(f"{source}() failed: {type(exc).__name__}: {exc}") from None
+        raise DeployResError(f"{source}{'' if '(' in source else '()'} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise DeployResError(f"{source}() returned {type(model).__name__}, not a torch.nn.Module")
+        raise DeployResError(f"{source}{'' if '(' in source else '()'} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -132,17 +254,113 @@ def _looks_like_state_dict(obj: Mapping) -> bool:
         and all(isinstance(v, torch.Tensor) or k.endswith("_extra_state") for k, v in obj.items())
 
 
-def load_checkpoint(module: nn.Module, path: str | Path) -> None:
-    """Load the checkpoint at ``path`` into ``module`` strictly; one-line error on any mismatch."""
+def load_checkpoint(module: nn.Module, path: str | Path, trust_pickle: bool = False) -> None:
+    """Load the checkpoint at ``path`` into ``module`` strictly; one-line error on any mismatch.
+
+    ``trust_pickle`` (default False): also load a whole pickled model, running the code in the file.
+    """
+    _load_state(module, read_state_dict(path, trust_pickle), Path(path))
+
+
+def read_state_dict(path: str | Path, trust_pickle: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """The state dict in the checkpoint at ``path`` (unwrapped as :func:`extract_state_dict` does).
+
+    Read with ``torch.load(weights_only=True)``; a whole pickled model or other pickled
+    Python objects load only with ``trust_pickle`` (default False). A file that is no
+    checkpoint, or one refused, is a one-line error saying what the file is.
+    """
     path = Path(path)
     if not path.is_file():
         raise DeployResError(f"weights file {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployResError(f"cannot read weights {path}: {first}") from None
-    state = extract_state_dict(checkpoint, path)
+        raise DeployResError(_unreadable(path, exc, trust_pickle)) from None
+    return extract_state_dict(checkpoint, path)
+
+
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.")
+_SAVE_HINT = "save it with torch.save(model.state_dict(), PATH)"
+
+
+def _unreadable(path: Path, exc: Exception, trusted: bool) -> str:
+    """Why ``torch.load`` could not read ``path``, in one line: what the file is and what to do."""
+    what = _file_kind(path)
+    if what is not None:
+        return f"weights {path.name} {what}; pass a checkpoint written by torch.save(model.state_dict(), PATH)"
+    found = _pickle_globals(path)
+    if not trusted and found:
+        modules = [g for g in found if g.startswith("torch.nn.modules.")]
+        custom = [g for g in found if not g.startswith(_SAFE_GLOBAL_PREFIXES)]
+        if modules:
+            cls = (custom or modules)[0]
+            return (f"weights {path.name} is a whole pickled nn.Module ({cls}), not a state dict; it is refused because loading it "
+                    f"runs code from the file: {_SAVE_HINT}, or pass --trust-pickle if you trust the file")
+        if custom:
+            return (f"weights {path.name} holds pickled Python objects beside tensors (first: {custom[0]}); they are refused because "
+                    f"loading them runs code from the file: {_SAVE_HINT}, or pass --trust-pickle if you trust the file")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot read weights {path}: {first[:200]}"
+
+
+def _file_kind(path: Path) -> Optional[str]:
+    """What ``path`` is when it is plainly no PyTorch checkpoint (None when it may be one)."""
+    head = path.read_bytes()[:16] if path.stat().st_size else b""
+    if not head:
+        return "is an empty file, not a checkpoint"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "is a TorchScript archive (torch.jit.save), not a checkpoint of weights"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "is a zip archive but not a PyTorch checkpoint (it holds no data.pkl)"
+        return None
+    if head[0] != 0x80:  # every pickle torch.save writes starts with the PROTO opcode
+        return "is not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle" + (": it reads as text)" if _is_text(path) else ")")
+    return None
+
+
+def _is_text(path: Path) -> bool:
+    try:
+        path.read_bytes()[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals the pickle(s) in ``path`` would import, read with :mod:`pickletools` (nothing runs)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return _globals_in(archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl"))), pickles=1)
+        return _globals_in(path.read_bytes(), pickles=5)  # the legacy format: magic, protocol, sys info, object, storage keys
+    except (OSError, StopIteration, zipfile.BadZipFile):
+        return []
+
+
+def _globals_in(data: bytes, pickles: int) -> list[str]:
+    import io
+
+    found: dict[str, None] = {}
+    stream = io.BytesIO(data)
+    for _ in range(pickles):
+        strings: list[str] = []
+        try:
+            for opcode, arg, _pos in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    found[str(arg).replace(" ", ".")] = None
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found[f"{strings[-2]}.{strings[-1]}"] = None
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # the end of the pickles (raw storage bytes follow) or a damaged one
+            break
+    return list(found)
+
+
+def _load_state(module: nn.Module, state: Mapping[str, Any], path: Path) -> None:
     seen: dict[str, Any] = {}
 
     def record(_module: nn.Module, keys: Any) -> None:  # the missing/unexpected keys, before strict turns them into an error

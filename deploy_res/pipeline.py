@@ -15,9 +15,9 @@ never the calibration ones.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from deploy_res.core.errors import DeployResError
 from deploy_res.core.files import ensure_output_dir
 from deploy_res.exporters.torch_export import DEFAULT_EXPORTER
 from deploy_res.profiling.settings import DEFAULT_DURATION_S, ProfileSettings
+
+if TYPE_CHECKING:
+    from deploy_res.export import ExportSettings
 
 CALIB_SEED = 0
 EVAL_SEED = 7
@@ -47,7 +50,9 @@ class RunSettings:
         (default 5) after an untimed warm-up (default 1 s).
     torch_modes: the PyTorch original in the comparison (default ``("eager",)``; ``()`` leaves it out).
     exporter, input_size: as ``deployres export`` (default dynamo, the zoo's input size).
-    bn_recalibrate: re-estimate the zoo model's BatchNorm statistics when no weights are given (default True).
+    bn_recalibrate: re-estimate the zoo model's BatchNorm statistics when no weights are given (default True; not with
+        ``num_classes`` and no weights: the demo checkpoint has the zoo's 1000-class head).
+    num_classes, trust_pickle: as ``deployres export`` (default None: the checkpoint's head, else the zoo's; False).
     """
 
     precisions: tuple[str, ...] = ("fp32",)
@@ -65,11 +70,12 @@ class RunSettings:
     exporter: str = DEFAULT_EXPORTER
     input_size: Optional[tuple[int, int, int]] = None
     bn_recalibrate: bool = True
+    num_classes: Optional[int] = None
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         if (self.fallback_layers is not None or self.target_agreement is not None) and "int8" not in self.precisions:
             raise DeployResError("--fallback-layers and --target-agreement go with --int8")
-        from deploy_res.export import ExportSettings
         from deploy_res.validation import ValidateSettings
 
         # Every stage's settings check themselves now, before any work.
@@ -77,9 +83,16 @@ class RunSettings:
             raise DeployResError(f"precisions must start with fp32 (the baseline every other engine is compared with), got {self.precisions}")
         for precision in self.precisions:
             self.build_settings(precision, calib_data=self.calib_data or Path("calib"))
-        ExportSettings(exporter=self.exporter, input_size=self.input_size)
+        self.export_settings(self.weights)
         ValidateSettings(samples=self.eval_samples)
         ProfileSettings(batches=self.batches, warmup_s=self.warmup_s, duration_s=self.duration_s, torch_modes=self.torch_modes)
+
+    def export_settings(self, weights: Optional[Path]) -> "ExportSettings":
+        """The export settings of the run, from ``weights`` (the user's, or the demo checkpoint)."""
+        from deploy_res.export import ExportSettings
+
+        return ExportSettings(weights=weights, exporter=self.exporter, input_size=self.input_size, num_classes=self.num_classes,
+                              trust_pickle=self.trust_pickle)
 
     def build_settings(self, precision: str, calib_data: Optional[Path] = None) -> BuildSettings:
         """The build settings of the ``precision`` engine (INT8's calibrates on ``calib_data``)."""
@@ -129,13 +142,15 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         check_source(calib_data, settings.calib_samples, what="calibration data")
     folder = ensure_output_dir(output_dir)
     result = RunResult(folder)
-    demo_weights = weights is None and settings.bn_recalibrate and ":" not in model
+    demo_weights = weights is None and settings.bn_recalibrate and ":" not in model and settings.num_classes is None
     if demo_weights:
         step(f"re-estimating {model}'s BatchNorm statistics on real photos")
         weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)
 
     step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
-    exported = export(model, folder, ExportSettings(weights=weights, exporter=settings.exporter, input_size=input_size))
+    exported = export(model, folder, replace(settings.export_settings(weights), input_size=input_size))
+    for note in exported.notes:
+        step(note)
     result.onnx = exported.onnx_path
 
     pre = Preprocessing.from_dict(exported.manifest["preprocessing"])

@@ -20,6 +20,8 @@ OPTIMIZE_DEFAULTS = OptimizeSettings()
 @click.argument("model")
 @click.option("-o", "--output", "output_dir", default="out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint (state dict, optionally wrapped).")
+@click.option("--num-classes", type=click.IntRange(1), help="Classifier outputs [default: the checkpoint's, else the zoo's 1000; a factory gets num_classes=N].")
+@click.option("--trust-pickle", is_flag=True, help="Load --weights that are a whole pickled model (torch.save(model, PATH)); this runs code from the file.")
 @click.option("--input-size", type=CHW, help="Input C,H,W [default: the zoo's, 3,224,224 for a factory].")
 @click.option("--batch-range", default=",".join(map(str, DEFAULTS.batch_range.to_dict().values())), show_default=True, type=IntTuple(3, "MIN,OPT,MAX"),
               help="Batch range recorded for engine builds (the ONNX batch axis is always dynamic).")
@@ -31,12 +33,14 @@ OPTIMIZE_DEFAULTS = OptimizeSettings()
 @click.option("--std", type=ChannelTriple(positive=True), help="Per-channel std for a factory model [default: ImageNet's].")
 @pass_ctx
 def export_command(ctx: Context, model, output_dir, batch_range, no_optimize, mean, std, **options) -> None:
-    """Export MODEL (a zoo name or package.module:factory) to a verified ONNX file."""
+    """Export MODEL (a zoo name, package.module:factory or package.module:factory(LITERAL ARGS)) to a verified ONNX file."""
     from deploy_res.export import export
 
     settings = ExportSettings(batch_range=BatchRange(*batch_range), optimize=not no_optimize, preprocessing=preprocessing_from(mean=mean, std=std), **options)
     with ctx.console.status(f"exporting {model} ({settings.exporter})"):
         result = export(model, output_dir, settings)
+    for note in result.notes:
+        ctx.console.print(note)
     parity = result.manifest["check"]["parity"]
     for b in parity["batches"]:
         ctx.console.print(f"parity batch {b['batch']}: max |diff| {b['max_abs_error']:.2e} ({b['max_rel_error']:.1e} of max logit) [green]ok[/]")
