@@ -101,8 +101,8 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     from deploy_res.models import Preprocessing
 
     input_size, batch_range, opset, exporter, target = settings.input_size, settings.batch_range, settings.opset, settings.exporter, settings.target
-    folder = ensure_output_dir(output_dir)
     loaded = load_model(model, settings.weights, settings.preprocessing, num_classes=settings.num_classes, trust_pickle=settings.trust_pickle)
+    folder = ensure_output_dir(output_dir)  # after the model loads: a refused model or checkpoint leaves no folder behind
     pre = loaded.preprocessing
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)

@@ -65,15 +65,17 @@ def test_checkpoint_that_does_not_fit_names_keys(tmp_path):
 
 def test_checkpoint_with_wrong_shape(tmp_path):
     path = tmp_path / "bad.pt"
-    torch.save(load_model("resnet18", num_classes=10).module.state_dict(), path)
-    with pytest.raises(DeployResError, match=r"fc.weight has shape \(10, 512\), model expects \(1000, 512\)"):
+    state = load_model("resnet18", num_classes=10).module.state_dict()
+    state["conv1.weight"] = torch.zeros(64, 3, 5, 5)  # a backbone mismatch is refused even beside a resized head
+    torch.save(state, path)
+    with pytest.raises(DeployResError, match=r"conv1.weight has shape \(64, 3, 5, 5\), model expects \(64, 3, 7, 7\)"):
         load_model("resnet18", weights=path)
 
 
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"not a pickle")
-    with pytest.raises(DeployResError, match="cannot read weights"):
+    with pytest.raises(DeployResError, match="junk.pt is not a PyTorch checkpoint"):
         load_model("resnet18", weights=path)
     torch.save({"epoch": 1}, path)
     with pytest.raises(DeployResError, match="holds no state dict"):
