@@ -235,3 +235,18 @@ def test_cli_options_reach_the_settings():
     for command in ("export", "run"):
         result = run_cli(command, "-h")
         assert "--num-classes" in result.output and "--trust-pickle" in result.output
+
+
+def test_run_with_a_finetuned_checkpoint(tmp_path, finetuned):
+    """``deployres run`` on a 10-class checkpoint: export, build, validate and profile (torch included) all rebuild the 10-class model."""
+    weights = _save({"epoch": 3, "model": finetuned.state_dict()}, tmp_path / "ft10.pt")
+    out = tmp_path / "out"
+    result = run_cli("run", "resnet18", "--weights", weights, "-o", out, "--input-size", "3,64,64", "--exporter", "torchscript",
+                     "--duration-s", "0.1", "--batches", "1", "--backend", "onnxruntime", catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "resnet18 built with a 10-class head (fc: 512 -> 10) from ft10.pt's fc.weight (10, 512)" in result.output
+    assert "fp32: cosine 1.0000" in result.output
+    assert _manifest(out)["model"]["num_classes"] == 10
+    report = json.loads((out / "report" / "profile.json").read_text())
+    assert [a["label"] for a in report["artifacts"]][-1] == "torch eager"
+    _outputs_equal(out / "resnet18.onnx", finetuned)
