@@ -90,7 +90,7 @@ class ExportSettings:
 
 
 def export(model: str, output_dir: str | Path, settings: ExportSettings = ExportSettings()) -> ExportResult:
-    """Export ``model`` (zoo name or ``package.module:factory``) to ``output_dir`` as ``settings`` say.
+    """Export ``model`` (zoo name, ``package.module:factory(ARGS)``, a TorchScript archive or a ``.pt2`` program) to ``output_dir`` as ``settings`` say.
 
     The raw export keeps BatchNorm and is checked against PyTorch at two batch sizes; then, unless
     ``optimize`` is off, the graph passes for ``target`` write the optimised file
@@ -107,7 +107,12 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)
     input_shape = tuple(pre.input_size)
-    stem = settings.name or source_stem(model.split("(", 1)[0])
+    if loaded.program == "torchscript" and exporter == "dynamo":  # torch.onnx's dynamo exporter cannot take a ScriptModule
+        exporter = "torchscript"
+        loaded.notes += ("exporting it with the torchscript exporter (dynamo cannot export a ScriptModule)",)
+    if loaded.program:
+        model = str(Path(model).resolve())  # later stages rebuild it from the file, from any folder
+    stem = settings.name or (Path(model).stem if loaded.program else source_stem(model.split("(", 1)[0]))
     onnx_path = folder / f"{stem}.onnx"
 
     # The ONNX is written to a temporary file, checked there, and placed with its manifest as one unit.
@@ -132,6 +137,7 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
                 "init_seed": loaded.init_seed,
                 "num_classes": loaded.num_classes,
                 "trust_pickle": loaded.trust_pickle,
+                "program": {"kind": loaded.program, **file_record(Path(model))} if loaded.program else None,
                 "parameters": sum(p.numel() for p in loaded.module.parameters()),
             },
             "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},

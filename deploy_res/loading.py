@@ -60,6 +60,8 @@ class LoadedModel:
     num_classes: Optional[int] = None
     trust_pickle: bool = False
     notes: tuple[str, ...] = ()
+    program: Optional[str] = None
+    """``torchscript`` or ``export`` for a program file (default None: a zoo model or factory)."""
 
 
 DEFAULT_INIT_SEED = 0
@@ -88,6 +90,9 @@ def load_model(source: str, weights: Optional[str | Path] = None, preprocessing:
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise DeployResError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
+    program = program_kind(source)
+    if program is not None:
+        return _load_program(source, program, weights, preprocessing, num_classes, trust_pickle)
     state = read_state_dict(weights, trust_pickle) if weights is not None else None
     notes: list[str] = []
     if ":" in source:
@@ -109,6 +114,86 @@ def load_model(source: str, weights: Optional[str | Path] = None, preprocessing:
     module.eval()
     return LoadedModel(module, source, zoo, preprocessing or spec_pre, family, Path(weights) if weights else None, init_seed,
                        num_classes, trust_pickle, tuple(notes))
+
+
+PROGRAM_KINDS = {"torchscript": "a TorchScript archive (torch.jit.save)", "export": "a torch.export program (torch.export.save)"}
+
+
+def program_kind(source: str) -> Optional[str]:
+    """``torchscript`` or ``export`` when ``source`` names a file holding a program (None for zoo names and factories)."""
+    path = Path(source)
+    if get_spec_or_none(source) is not None or not path.is_file():
+        return None
+    if not zipfile.is_zipfile(path):
+        raise DeployResError(f"{source} is neither a TorchScript archive nor a torch.export .pt2 program (not a zip archive); "
+                             "MODEL is a zoo name, package.module:factory, or such a file")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+        return "torchscript"
+    if any(n.endswith("/archive_format") for n in names) and any(n.endswith(".json") and "/models/" in n for n in names):
+        return "export"
+    if any(n.endswith("data.pkl") for n in names):
+        raise DeployResError(f"{source} is a checkpoint (torch.save), not a model; pass a zoo name or package.module:factory as MODEL "
+                             f"and the file as --weights")
+    raise DeployResError(f"{source} is a zip archive but neither a TorchScript archive nor a torch.export .pt2 program")
+
+
+def get_spec_or_none(name: str) -> Any:
+    return None if name not in list_models() else get_spec(name)
+
+
+def _load_program(source: str, kind: str, weights: Any, preprocessing: Optional[Preprocessing], num_classes: Optional[int],
+                  trust_pickle: bool) -> LoadedModel:
+    """A TorchScript archive (``torch.jit.load``) or a ``torch.export`` program (``torch.export.load``, after every
+    pickle in it is checked to import nothing but tensor rebuilders, unless ``trust_pickle``)."""
+    if weights is not None or num_classes is not None:
+        raise DeployResError(f"{source} is {PROGRAM_KINDS[kind]}, which carries its own weights and head; drop --weights / --num-classes")
+    try:
+        if kind == "torchscript":
+            module = torch.jit.load(source, map_location="cpu")
+        else:
+            unsafe = [] if trust_pickle else _unsafe_program_globals(Path(source))
+            if unsafe:
+                raise DeployResError(f"{source} is a torch.export program whose pickles import {unsafe[0]}; loading it runs code from the "
+                                     "file: pass --trust-pickle if you trust the file")
+            module = torch.export.load(source).module()
+    except DeployResError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeployResError(f"cannot load {source} ({PROGRAM_KINDS[kind]}): {first[:200]}") from None
+    if kind == "torchscript":
+        module.eval()  # a torch.export program's module has its mode fixed at export (and refuses .eval())
+    return LoadedModel(module, source, False, preprocessing or Preprocessing(), None, None, DEFAULT_INIT_SEED, None, trust_pickle,
+                       (f"{Path(source).name} is {PROGRAM_KINDS[kind]}",), kind)
+
+
+_PROGRAM_SAFE_GLOBALS = ("collections.OrderedDict", "torch.Size", "torch.device", "torch.serialization._get_layout", "builtins.set")
+
+
+def _safe_global(name: str) -> bool:
+    return name in _PROGRAM_SAFE_GLOBALS or name.startswith(("torch._utils._rebuild_", "torch._tensor._rebuild_")) \
+        or (name.startswith("torch.") and (name.endswith("Storage") or isinstance(getattr(torch, name[6:], None), torch.dtype)))
+
+
+def _unsafe_program_globals(path: Path) -> list[str]:
+    """Globals outside tensor rebuilding that the pickles in a ``.pt2`` archive would import (read with pickletools)."""
+    found: list[str] = []
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            if data[:4] != b"PK\x03\x04":  # raw tensor bytes or JSON; pickles come as torch.save archives inside
+                continue
+            import io
+
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                    pickles = [inner.read(n) for n in inner.namelist() if n.endswith(".pkl")]
+            except zipfile.BadZipFile:  # tensor bytes that happen to start like a zip
+                continue
+            found += [g for blob in pickles for g in _globals_in(blob, pickles=1) if not _safe_global(g)]
+    return list(dict.fromkeys(found))
 
 
 def load_manifest_model(model: Mapping[str, Any], weights: Optional[str | Path] = None) -> LoadedModel:
