@@ -66,7 +66,7 @@ def engines(onnx_path: Path, calib: np.ndarray, factor: float) -> dict:
 
 
 def row(name: str, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> str:
-    from deploy_res.validation.intervals import paired_difference_interval, proportion_interval, quantile, quantile_interval, mean_interval
+    from deploy_res.core.intervals import paired_difference_interval, proportion_interval, quantile, quantile_interval, mean_interval
     from deploy_res.validation.metrics import MetricState
 
     state = MetricState.of(reference, logits, labels)

@@ -119,7 +119,8 @@ def validation_status(engine: Path) -> Optional[dict[str, Any]]:
     verdict = read_verdict(engine)
     if not verdict.counts:
         return None
-    return {"passed": verdict.status == "passed", "source": str(verdict.path), "failed": verdict.failed}
+    return {"passed": verdict.status == "passed", "outcome": verdict.status, "source": str(verdict.path), "failed": verdict.failed,
+            "verdict": verdict.line}
 
 
 def _schema(pa):
@@ -174,7 +175,7 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
         raise DeployResError(f"output folder {output.parent} does not exist; create it first")
     manifest = read_manifest(engine) or {}
     status = validation_status(engine)
-    if status is not None and not status["passed"] and not settings.force:
+    if status is not None and status["outcome"] == "failed" and not settings.force:
         why = "; ".join(status["failed"][:2]) or "see the result file"
         raise DeployResError(f"{engine.name} FAILED validation ({status['source']}: {why}); fix or rebuild it, or pass --force to use it anyway")
     if not manifest.get("preprocessing"):

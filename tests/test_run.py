@@ -30,7 +30,7 @@ def test_run_whole_pipeline_small(tmp_path):
         assert f"{precision}: cosine" in result.output
     assert "report: " in result.output and "profile.html" in result.output
     verdict = json.loads((out / "resnet18.int8.cpu.ort.onnx.validation.json").read_text())
-    assert verdict["passed"] and verdict["inputs"]["kind"] == "arrays" and verdict["inputs"]["samples"] == 64
+    assert verdict["passed"] and verdict["inputs"]["kind"] == "arrays" and verdict["inputs"]["samples"] == 128 and verdict["evidence"] == "unlabelled"
     assert "INT8 fallback: 2 layers in FP32" in result.output
     fallback = json.loads((out / "resnet18.int8.onnxruntime.onnx.json").read_text())["fallback"]
     assert len(fallback["fp32_layers"]) == 2 and fallback["latency_cost"] > 0

@@ -152,9 +152,11 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
                              "fallback": fallback.to_dict() if fallback else None,
                              "seconds": round(time.perf_counter() - start, 2)})
     if fallback is not None:
-        state = "reached" if fallback.reached else "NOT reached"
+        state = {"pass": "reached", "fail": "NOT reached", "inconclusive": "undecided: more calibration samples would tell"}.get(fallback.outcome, "")
+        low, high = fallback.steps[-1]["interval"]
         notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
-                     f"{fallback.agreement_after:.3f} (target {state}), batch-1 latency x{fallback.to_dict()['latency_cost']}")
+                     f"{fallback.agreement_after:.3f} [95 % interval {low:.3f}, {high:.3f}; {len(samples.arrays)} samples]"
+                     + (f" (target {state})" if state else "") + f", batch-1 latency x{fallback.to_dict()['latency_cost']}")
     notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}"
                  + (f" (the file there {ranges.replaced}: recomputed)" if ranges.replaced else ""))
     return output

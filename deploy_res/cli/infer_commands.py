@@ -33,8 +33,11 @@ def infer_command(ctx: Context, engine, data, output, ray, ray_address, actors, 
         result = infer(engine, data, output, settings, progress=progress, on_note=lambda text: ctx.console.print(f"[dim]{text}[/]"))
     if result["validation"] is None:
         ctx.console.print(f"[yellow]note:[/] {Path(engine).name} has no validation result; run `deployres validate {engine} --data ...` to check it")
-    elif not result["validation"]["passed"]:
+    elif result["validation"]["outcome"] == "failed":
         ctx.console.print(f"[yellow]warning:[/] {Path(engine).name} FAILED validation; used because of --force")
+    elif result["validation"]["outcome"] == "inconclusive":
+        ctx.console.print(f"[yellow]note:[/] {Path(engine).name}'s validation was INCONCLUSIVE ({result['validation']['verdict']}); "
+                          "validate it on more data to know its accuracy")
     if result["skipped"]:
         ctx.console.print(f"skipped {len(result['skipped'])} undecodable file(s): {', '.join(result['skipped'][:5])}")
     ctx.console.print(f"wrote {result['output']} ({result['images']} images, {result['images_per_s']:.1f} img/s, {result['execution']['mode']}) + {Path(result['output']).name}.json")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
+from deploy_res.cli.render import OUTCOME_STYLE
 from deploy_res.cli.options import BATCH_SIZES, CHW
-from deploy_res.core.errors import ValidationFailed
+from deploy_res.core.errors import ValidationFailed, ValidationInconclusive
 from deploy_res.engines import BACKENDS
 from deploy_res.exporters.torch_export import EXPORTERS
 from deploy_res.pipeline import RunSettings
@@ -48,12 +49,17 @@ def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, no_torch, **o
     ctx.console.print(rich_table(result.report))
     for precision, verdict in result.validations.items():
         metrics = verdict["metrics"]
-        state = "[green]pass[/]" if verdict["passed"] else "[red]FAIL[/] (" + "; ".join(verdict["failed"]) + ")"
         note = f" [dim]({verdict['note']})[/]" if verdict.get("note") else ""
-        ctx.console.print(f"{precision}: cosine {metrics['cosine_mean']:.4f}, top-1 agreement {metrics.get('top1_agreement', float('nan')):.3f} "
-                          f"on {verdict['inputs']['samples']} held-out photo crops: {state}{note}")
+        ctx.console.print(f"{precision}: cosine {metrics['cosine_mean']:.4f} (p5 {metrics['cosine_p5']:.4f}), top-1 agreement "
+                          f"{metrics.get('top1_agreement', float('nan')):.3f} with PyTorch on {verdict['inputs']['samples']} held-out photo crops "
+                          f"(no labels: agreement, not accuracy): {OUTCOME_STYLE[verdict['outcome']]}{note}")
+        if verdict["outcome"] != "pass":
+            ctx.console.print(f"  {verdict['verdict']}")
     click.echo(f"report: {result.report['report_paths']['html']} ({result.seconds:.0f} s)")
     if result.interrupted:
         raise click.exceptions.Abort()
-    if not result.passed:
-        raise ValidationFailed("an engine failed validation against PyTorch; see the table above")
+    if result.outcome == "fail":
+        raise ValidationFailed("an engine failed validation against PyTorch; see the lines above")
+    if result.outcome == "inconclusive":
+        raise ValidationInconclusive("an engine's validation was INCONCLUSIVE on the held-out crops; validate it with "
+                                     "`deployres validate ENGINE --data DIR` on more (ideally labelled) data")

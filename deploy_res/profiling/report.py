@@ -59,8 +59,12 @@ def _match_validation(entry: Entry, results: Sequence[Mapping[str, Any]]) -> Opt
         target = Path(str(target))
         if target.name == Path(entry.path).name or target.resolve() == Path(entry.path).resolve():
             metrics = result.get("metrics") if isinstance(result.get("metrics"), Mapping) else {}
+            from deploy_res.validation.verdict import outcome_of
+
             return {"precision": result.get("precision"), "metrics": dict(metrics),
-                    "top1_agreement": metrics.get("top1_agreement"), "passed": result.get("passed")}
+                    "top1_agreement": metrics.get("top1_agreement"), "passed": result.get("passed"), "outcome": outcome_of(result),
+                    "evidence": result.get("evidence"), "samples": (result.get("inputs") or {}).get("samples"),
+                    "verdict": result.get("verdict") or ("; ".join(result.get("failed") or []) or None)}
     return None
 
 

@@ -39,6 +39,17 @@ def title(report: Mapping[str, Any]) -> str:
     return f"{name} at {'x'.join(str(s) for s in size)}" if size else str(name)
 
 
+def validation_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(artifact, OUTCOME, evidence, verdict line)`` for every artifact with a validation result."""
+    rows = []
+    for art in report.get("artifacts", []):
+        check = art.get("validation") or {}
+        if check.get("outcome"):
+            evidence = f"{check.get('samples') or '?'} {check.get('evidence') or ''} samples".replace("  ", " ")
+            rows.append((art["label"], check["outcome"].upper(), evidence, check.get("verdict") or "–"))
+    return rows
+
+
 def comparison_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per artifact and batch size (one row with the reason for an artifact not measured)."""
     rows = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells,
+from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells, validation_rows,
                                        served_line, served_rows, settings_line, title)
 from deploy_res.reports.plots import (PALETTE, TOP_N, accuracy_chart, esc, latency_boxes, served_chart, stage_bars, throughput_chart,
                                       top_layer_bars)
@@ -141,6 +141,11 @@ def _artifact_sections(report: Mapping[str, Any], artifacts, measured, batches, 
     parts.append("</tbody></table>")
     parts.append('<p class="note">speedup = reference p50 / this p50; GFLOP/s = model FLOPs × throughput; top-1 agr. = agreement with the PyTorch original\'s top-1 on the validation set.</p>')
 
+    verdicts = validation_rows(report)
+    if verdicts:
+        parts.append("<h2>Validation against the PyTorch original</h2>" + _table_head(("artifact", "verdict", "evidence", "checks (intervals)"), 4))
+        parts += [f'<tr><td>{esc(a)}</td><td class="text">{esc(o)}</td><td class="text">{esc(e)}</td><td class="text">{esc(v)}</td></tr>' for a, o, e, v in verdicts]
+        parts.append("</tbody></table>")
     parts.append("<h2>Latency distribution</h2>")
     for batch in batches:
         parts.append(_figure(latency_boxes(measured, batch, colors),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells,
+from deploy_res.reports.common import (COLUMNS, SERVED_COLUMNS, cells, comparison_rows, environment_rows, ms, number, served_cells, validation_rows,
                                        served_line, served_rows, settings_line, title)
 
 TOP_N = 5
@@ -28,6 +28,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     missing = [r for r in rows if not r["measured"]]
     if missing:
         out += ["**Not measured**", ""] + [f"- `{r['artifact']}`: {r['reason']}" for r in missing] + [""]
+    verdicts = validation_rows(report)
+    if verdicts:
+        out += ["### Validation against the PyTorch original", ""] + _table(["artifact", "verdict", "evidence", "checks (95 % intervals)"], verdicts) + [""]
     if report.get("served") is not None:
         out += served_markdown(report)
 

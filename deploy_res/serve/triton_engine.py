@@ -92,6 +92,7 @@ def _validation(engine: Path, sha256: str, force: bool) -> tuple[dict[str, Any],
         "missing": f"{engine.name} has no validation result ({path.name}); run `deployres validate {engine}` first, or pass --force to serve it unvalidated",
         "stale": f"{path.name} validated other bytes than {engine.name} holds now; re-run `deployres validate {engine}`, or pass --force",
         "failed": f"{engine.name} FAILED validation ({'; '.join(verdict.failed) or 'see ' + str(path)}); refusing to serve it (pass --force to serve it anyway)",
+        "inconclusive": f"{engine.name}'s validation was INCONCLUSIVE ({verdict.line}); validate it on more data, or pass --force to serve it unproven",
     }.get(verdict.status)
     if problem and not force:
         raise DeployResError(problem)

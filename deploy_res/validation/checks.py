@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from deploy_res.validation import intervals
+from deploy_res.core import intervals
 from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.thresholds import STATISTICS, UPPER_BOUNDS
 
@@ -130,7 +130,7 @@ def verdict(checks: list[dict[str, Any]]) -> str:
 
 def samples_to_decide(checks: list[dict[str, Any]]) -> Optional[int]:
     """How many samples would decide every inconclusive check (the largest count any needs), None if one cannot be
-    decided within :data:`deploy_res.validation.intervals.SEARCH_CAP` samples or at its measured value."""
+    decided within :data:`deploy_res.core.intervals.SEARCH_CAP` samples or at its measured value."""
     needed = [check.get("samples_to_decide") for check in checks if check["outcome"] == "inconclusive"]
     return None if not needed or None in needed else max(needed)
 

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from deploy_res.validation.intervals import quantile
+from deploy_res.core.intervals import quantile
 
 WORST_KEPT = 5
 """Samples of lowest cosine a state keeps, with their names and classes, as evidence."""

@@ -8,7 +8,7 @@ from typing import Mapping, Optional
 
 from deploy_res.core.errors import DeployResError, require_at_least_one
 from deploy_res.scale.options import RayOptions
-from deploy_res.validation.intervals import DEFAULT_CONFIDENCE
+from deploy_res.core.intervals import DEFAULT_CONFIDENCE
 from deploy_res.validation.thresholds import LIMIT_NAMES
 
 DEFAULT_RANDOM_SAMPLES = 32

@@ -6,7 +6,11 @@ giving it back its FP32 inputs and weights from the graph the Q/DQ ONNX was
 made from (node names match); the Q/DQ nodes nothing reads any more are
 dropped. :func:`fallback_search` adds layers worst-first until the top-1
 agreement with the FP32 graph reaches the target, and measures what that
-costs in latency.
+costs in latency. The target is judged as ``validate`` judges a limit: by the Wilson interval of the agreement
+on the samples (:mod:`deploy_res.core.intervals`). The search adds layers while the whole interval lies below
+the target (the data say the target is missed), and stops at the first count whose interval reaches it:
+``reached`` when the interval lies wholly at or above the target, ``inconclusive`` when it straddles it (more
+calibration samples would decide).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.intervals import outcome, proportion_interval
 from deploy_res.core.timing import interleave
 from deploy_res.core.numerics import cpu_session
 
@@ -86,6 +91,13 @@ def _agreement(reference: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(reference.argmax(axis=1) == logits.argmax(axis=1)))
 
 
+def _step(layers: int, agreement: float, samples: int, target: Optional[float]) -> dict[str, Any]:
+    """One point of the search: the agreement, its 95 % Wilson interval and, with a target, the outcome against it."""
+    interval = proportion_interval(agreement * samples, samples)
+    return {"fp32_layers": layers, "agreement": agreement, "interval": list(interval),
+            **({"outcome": outcome(interval, target, upper_bound=False)} if target is not None else {})}
+
+
 def _latencies_ms(sessions: Sequence[Any], sample: np.ndarray, runs: int) -> list[float]:
     """Median latency of each session, timed interleaved in settled blocks (:func:`deploy_res.core.timing.interleave`)."""
     calls = {}
@@ -109,10 +121,11 @@ class FallbackResult:
     latency_ms_int8: float = 0.0
     latency_ms_fallback: float = 0.0
     reached: bool = True
+    outcome: Optional[str] = None  # against the target: pass, fail or inconclusive (None without a target)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target_agreement": self.target, "reached": self.reached, "fp32_layers": self.layers,
+            "target_agreement": self.target, "reached": self.reached, "outcome": self.outcome, "fp32_layers": self.layers,
             "agreement_all_int8": self.agreement_before, "agreement": self.agreement_after, "steps": self.steps,
             "latency_ms_batch1": {"all_int8": round(self.latency_ms_int8, 3), "with_fallback": round(self.latency_ms_fallback, 3)},
             "latency_cost": round(self.latency_ms_fallback / self.latency_ms_int8, 3) if self.latency_ms_int8 else None,
@@ -123,8 +136,9 @@ class FallbackResult:
 def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking: Sequence[dict[str, Any]], inputs: np.ndarray,
                     target_agreement: Optional[float] = None, fallback_layers: Optional[int] = None,
                     latency_runs: int = 10) -> FallbackResult:
-    """Leave the worst layers of ``ranking`` in FP32: exactly ``fallback_layers`` of them, or as few as reach
-    ``target_agreement`` (top-1 agreement with the FP32 graph on ``inputs``), at most half of them."""
+    """Leave the worst layers of ``ranking`` in FP32: exactly ``fallback_layers`` of them, or as few as the data do not
+    show to miss ``target_agreement`` (top-1 agreement with the FP32 graph on ``inputs``, judged by its interval; see
+    the module docstring), at most half of them."""
     if (target_agreement is None) == (fallback_layers is None):
         raise DeployResError("give either a target agreement or a number of fallback layers")
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
@@ -134,24 +148,26 @@ def fallback_search(qdq: onnx.ModelProto, float_model: onnx.ModelProto, ranking:
     names = [layer["name"] for layer in ranking]
     limit = max(1, int(len(names) * MAX_FALLBACK_SHARE))
     chosen: list[str] = []
-    model, agreement, steps = qdq, before, [{"fp32_layers": 0, "agreement": before}]
+    n = len(inputs)
+    model, agreement, steps = qdq, before, [_step(0, before, n, target_agreement)]
     if fallback_layers is not None:
         chosen = names[: min(fallback_layers, len(names))]
         model = dequantize_layers(qdq, float_model, chosen) if chosen else qdq
         agreement = _agreement(reference, _logits(cpu_session(model, ENGINE_LEVEL), inputs))
-        steps.append({"fp32_layers": len(chosen), "agreement": agreement})
+        steps.append(_step(len(chosen), agreement, n, None))
     else:
         count = 0
-        while agreement < target_agreement and count < limit:
+        while steps[-1]["outcome"] == "fail" and count < limit:
             count = min(limit, max(count + 1, count * 2))  # 1, 2, 4, 8 ... layers: few session builds
             chosen = names[:count]
             model = dequantize_layers(qdq, float_model, chosen)
             agreement = _agreement(reference, _logits(cpu_session(model, ENGINE_LEVEL), inputs))
-            steps.append({"fp32_layers": count, "agreement": agreement})
+            steps.append(_step(count, agreement, n, target_agreement))
     sample = inputs[:1]
     if chosen:
         latency_int8, latency_fallback = _latencies_ms([int8_session, cpu_session(model, ENGINE_LEVEL)], sample, latency_runs)
     else:
         latency_int8 = latency_fallback = _latencies_ms([int8_session], sample, latency_runs)[0]
-    reached = target_agreement is None or agreement >= target_agreement
-    return FallbackResult(model, chosen, before, agreement, target_agreement, steps, latency_int8, latency_fallback, reached)
+    judged = steps[-1].get("outcome")
+    reached = target_agreement is None or judged == "pass"
+    return FallbackResult(model, chosen, before, agreement, target_agreement, steps, latency_int8, latency_fallback, reached, judged)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploy_res.validation import intervals
+from deploy_res.core import intervals
 from deploy_res.validation.checks import evaluate, verdict
 from deploy_res.validation.metrics import MetricState
 
