@@ -183,7 +183,10 @@ def _unsafe_program_globals(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as archive:
         for name in archive.namelist():
             data = archive.read(name)
-            if data[:4] != b"PK\x03\x04":  # raw tensor bytes or JSON; pickles come as torch.save archives inside
+            if "/constants/opaque_obj_" in name:  # a raw pickle, read with pickle.loads
+                found += [g for g in _globals_in(data, pickles=1) if not _safe_global(g)]
+                continue
+            if data[:4] != b"PK\x03\x04":  # raw tensor bytes or JSON; other pickles come as torch.save archives inside
                 continue
             import io
 
@@ -198,7 +201,14 @@ def _unsafe_program_globals(path: Path) -> list[str]:
 
 def load_manifest_model(model: Mapping[str, Any], weights: Optional[str | Path] = None) -> LoadedModel:
     """Rebuild the model a manifest's ``model`` block names: its source, seed, ``num_classes`` and ``trust_pickle``
-    (defaults for manifests written before them: seed 0, the checkpoint's head, False)."""
+    (defaults for manifests written before them: seed 0, the checkpoint's head, False). A program file (TorchScript,
+    ``.pt2``) must still be the one the manifest recorded."""
+    program = model.get("program")
+    if isinstance(program, Mapping) and program.get("sha256"):
+        from deploy_res.core.records import verify_record
+
+        verify_record(model["source"], program, PROGRAM_KINDS.get(program.get("kind"), "program"),
+                      "the PyTorch original would not be the exported model; re-export from it")
     return load_model(model["source"], weights, init_seed=int(model.get("init_seed") or 0), num_classes=model.get("num_classes"),
                       trust_pickle=bool(model.get("trust_pickle", False)))
 

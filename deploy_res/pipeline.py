@@ -51,7 +51,8 @@ class RunSettings:
     batches, duration_s, warmup_s: the profile's batch sizes (default 1 and 8), timed seconds per batch size
         (default 5) after an untimed warm-up (default 1 s).
     torch_modes: the PyTorch original in the comparison (default ``("eager",)``; ``()`` leaves it out).
-    exporter, input_size: as ``deployres export`` (default dynamo, the zoo's input size).
+    exporter, input_size, mean, std: as ``deployres export`` (default dynamo; the zoo's input size and normalisation,
+        ImageNet's for a factory or a program file).
     bn_recalibrate: re-estimate the zoo model's BatchNorm statistics when no weights are given (default True; not with
         ``num_classes`` and no weights: the demo checkpoint has the zoo's 1000-class head).
     num_classes, trust_pickle: as ``deployres export`` (default None: the checkpoint's head, else the zoo's; False).
@@ -71,6 +72,8 @@ class RunSettings:
     torch_modes: tuple[str, ...] = ("eager",)
     exporter: str = DEFAULT_EXPORTER
     input_size: Optional[tuple[int, int, int]] = None
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
     bn_recalibrate: bool = True
     num_classes: Optional[int] = None
     trust_pickle: bool = False
@@ -93,8 +96,14 @@ class RunSettings:
         """The export settings of the run, from ``weights`` (the user's, or the demo checkpoint)."""
         from deploy_res.export import ExportSettings
 
+        preprocessing = None
+        if self.mean or self.std:  # imported only then: deploy_res.models imports torch
+            from deploy_res.models import Preprocessing
+
+            base = Preprocessing()
+            preprocessing = Preprocessing(base.input_size, self.mean or base.mean, self.std or base.std, base.crop_pct, base.interpolation)
         return ExportSettings(weights=weights, exporter=self.exporter, input_size=self.input_size, num_classes=self.num_classes,
-                              trust_pickle=self.trust_pickle)
+                              trust_pickle=self.trust_pickle, preprocessing=preprocessing)
 
     def build_settings(self, precision: str, calib_data: Optional[Path] = None) -> BuildSettings:
         """The build settings of the ``precision`` engine (INT8's calibrates on ``calib_data``)."""
@@ -139,6 +148,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     from deploy_res.demo import bn_recalibrated_checkpoint
     from deploy_res.export import ExportSettings, export
     from deploy_res.exporters.torch_export import check_input_shape
+    from deploy_res.loading import get_spec_or_none
     from deploy_res.models import Preprocessing
     from deploy_res.profiling import profile
     from deploy_res.validation import ValidateSettings, validate
@@ -150,7 +160,7 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         check_source(calib_data, settings.calib_samples, what="calibration data")
     folder = ensure_output_dir(output_dir)
     result = RunResult(folder)
-    demo_weights = weights is None and settings.bn_recalibrate and ":" not in model and settings.num_classes is None
+    demo_weights = weights is None and settings.bn_recalibrate and get_spec_or_none(model) is not None and settings.num_classes is None
     if demo_weights:
         step(f"re-estimating {model}'s BatchNorm statistics on real photos")
         weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)

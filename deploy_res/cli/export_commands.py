@@ -29,8 +29,8 @@ OPTIMIZE_DEFAULTS = OptimizeSettings()
 @click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULTS.exporter, show_default=True, help="torch.onnx exporter.")
 @click.option("--target", type=click.Choice(TARGETS), default=DEFAULTS.target, show_default=True, help="Graph passes for this runtime.")
 @click.option("--no-optimize", is_flag=True, help="Write only the raw export (BatchNorm kept).")
-@click.option("--mean", type=ChannelTriple(), help="Per-channel mean for a factory model [default: ImageNet's].")
-@click.option("--std", type=ChannelTriple(positive=True), help="Per-channel std for a factory model [default: ImageNet's].")
+@click.option("--mean", type=ChannelTriple(), help="Per-channel mean [default: the zoo's, ImageNet's for a factory or program].")
+@click.option("--std", type=ChannelTriple(positive=True), help="Per-channel std [default: the zoo's, ImageNet's for a factory or program].")
 @pass_ctx
 def export_command(ctx: Context, model, output_dir, batch_range, no_optimize, mean, std, **options) -> None:
     """Export MODEL (a zoo name, package.module:factory or package.module:factory(LITERAL ARGS)) to a verified ONNX file."""

@@ -6,7 +6,7 @@ import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
 from deploy_res.cli.render import OUTCOME_STYLE
-from deploy_res.cli.options import BATCH_SIZES, CHW
+from deploy_res.cli.options import BATCH_SIZES, CHW, ChannelTriple
 from deploy_res.core.errors import ValidationFailed, ValidationInconclusive
 from deploy_res.engines import BACKENDS
 from deploy_res.exporters.torch_export import EXPORTERS
@@ -35,6 +35,8 @@ DEFAULTS = RunSettings()
 @click.option("--no-torch", is_flag=True, help="Leave the PyTorch original out of the comparison.")
 @click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULTS.exporter, show_default=True, help="torch.onnx exporter.")
 @click.option("--input-size", type=CHW, help="Input C,H,W [default: the zoo's].")
+@click.option("--mean", type=ChannelTriple(), help="Per-channel mean [default: the zoo's, ImageNet's for a factory or program].")
+@click.option("--std", type=ChannelTriple(positive=True), help="Per-channel std [default: the zoo's, ImageNet's for a factory or program].")
 @pass_ctx
 def run_command(ctx: Context, model, output_dir, int8, fp16, bf16, no_torch, **options) -> None:
     """The whole pipeline for MODEL: export, optimise, build FP32 (+INT8/FP16/BF16), validate, profile."""

@@ -120,12 +120,38 @@ def check_source(source: str | os.PathLike, count: int | None = None, what: str 
     if path.suffix in ARRAY_SUFFIXES and not path.is_dir():
         if not path.is_file():
             raise DeployResError(f"{what} file {path} does not exist; pass a folder of images or a .npy/.npz file")
+        rows = _array_rows(path)
+        if count is not None and rows is not None and rows < count:
+            raise DeployResError(f"{what} file {path} holds {rows} samples, fewer than the {count} asked for; add data or ask for fewer samples")
         return
     if path.is_file():
         raise DeployResError(f"{path} is a file but not .npy/.npz; pass a folder of images or a .npy/.npz array file")
     files = _image_files(path)
     if count is not None and len(files) < count:
         raise DeployResError(f"{what} folder {path} holds {len(files)} files, fewer than the {count} samples asked for; add images or ask for fewer samples")
+
+
+def _array_rows(path: Path) -> int | None:
+    """Samples in a ``.npy`` (its first dimension) or ``.npz`` (the longest array but ``labels``), read from the
+    array headers alone; None when they cannot be read (:func:`load_array_file` then says why)."""
+    import zipfile
+
+    def rows(handle) -> int | None:
+        version = np.lib.format.read_magic(handle)
+        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        shape = header(handle)[0] if header else ()
+        return shape[0] if shape else None
+
+    try:
+        if path.suffix == ".npy":
+            with open(path, "rb") as handle:
+                return rows(handle)
+        with zipfile.ZipFile(path) as archive:
+            found = [rows(archive.open(name)) for name in archive.namelist() if name.endswith(".npy") and name != "labels.npy"]
+        found = [n for n in found if n is not None]
+        return max(found) if found else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def load_inputs(

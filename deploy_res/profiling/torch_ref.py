@@ -37,7 +37,7 @@ class TorchRunner(RunnerBase):
         super().__init__()
         self._torch = torch
         self.mode = mode
-        self.module = module.eval()
+        self.module = module  # in eval mode from load_model (a torch.export program's module refuses .eval())
         self.forward = torch.compile(self.module, dynamic=False) if mode == "compile" else self.module
         self.inputs = [TensorInfo(input_name, tuple(input_shape), "float32")]
         self.outputs = [TensorInfo("output", ("batch", None), "float32")]
@@ -71,12 +71,12 @@ def load_torch_runner(manifest: Mapping[str, Any], mode: str = "eager", threads:
     """The PyTorch original of ``manifest`` as a :class:`TorchRunner` in ``mode``."""
     import torch
 
-    from deploy_res.loading import load_model
+    from deploy_res.loading import load_manifest_model
 
     if threads:
         torch.set_num_threads(threads)
-    source, weights = torch_source(manifest)
-    loaded = load_model(source, weights=weights)
+    _, weights = torch_source(manifest)
+    loaded = load_manifest_model(manifest["model"], weights)
     info = manifest.get("input") or {}
     shape = tuple(info.get("shape") or ("batch", *loaded.preprocessing.input_size))
     return TorchRunner(loaded.module, info.get("name", "input"), shape, mode)

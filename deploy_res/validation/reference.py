@@ -22,13 +22,15 @@ class Reference:
     weights: Optional[str] = None
 
 
-def _torch_reference(source: str, weights: Optional[str], init_seed: int = 0) -> Reference:
+def _torch_reference(model: dict[str, Any], weights: Optional[str]) -> Reference:
+    """The PyTorch model a manifest-style ``model`` block names (source, seed, classes, trust), rebuilt with ``weights``."""
     import torch
 
-    from deploy_res.loading import load_model
+    from deploy_res.loading import load_manifest_model
     from deploy_res.exporters.torch_export import first_output
 
-    module = load_model(source, weights, init_seed=init_seed).module
+    source = model["source"]
+    module = load_manifest_model(model, weights).module
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -56,7 +58,7 @@ def resolve_reference(manifest: dict[str, Any], reference: Optional[str], refere
             raise DeployResError(f"reference ONNX {path} not found")
         return _onnx_reference(path)
     if reference:
-        return _torch_reference(reference, reference_weights)
+        return _torch_reference({"source": reference}, reference_weights)
     model = manifest.get("model") if manifest else None
     if not model:
         raise DeployResError("the artifact has no manifest naming its PyTorch model; pass --reference MODEL|FILE.onnx")
@@ -68,6 +70,6 @@ def resolve_reference(manifest: dict[str, Any], reference: Optional[str], refere
         verify_record(weights, record, "checkpoint", "the reference would not be the exported model; re-export from it, "
                       "or pass --reference MODEL --reference-weights PATH, or --reference FILE.onnx")
     try:
-        return _torch_reference(model["source"], weights, int(model.get("init_seed", 0)))
+        return _torch_reference(model, weights)
     except DeployResError as exc:
         raise DeployResError(f"cannot rebuild the manifest's model {model['source']!r} ({exc}); pass --reference MODEL|FILE.onnx") from None
