@@ -63,7 +63,8 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
 
         candidates = cpu_candidates(settings.precision)
         if len(candidates) > 1:
-            return build_measured(candidates, lambda each: build_engine(source, output_dir, each, quiet, console), settings, status)
+            return build_measured(candidates, lambda each: build_engine(source, output_dir, each, quiet, console), settings, status,
+                                  reference=source)
         settings = replace(settings, backend=candidates[0])
     if settings.onnx_only:
         backend, engine_backend = ("onnxruntime" if settings.backend == "auto" else settings.backend), None
