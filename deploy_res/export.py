@@ -19,6 +19,7 @@ from deploy_res.core.files import ensure_output_dir
 from deploy_res.core.records import file_record
 from deploy_res.core.names import optimized_name, source_stem
 from deploy_res.core.errors import DeployResError, ValidationFailed
+from deploy_res.data.class_names import check_class_count, read_class_names
 from deploy_res.exporters.pass_runner import DEFAULT_TARGET, TARGETS
 from deploy_res.exporters.torch_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, PARITY_RTOL, BatchRange, check_input_shape, check_parity, export_onnx
 
@@ -57,6 +58,8 @@ class ExportSettings:
     num_classes: the zoo model's classifier size (default None: the checkpoint's, else the zoo's; passed to a factory as
         ``num_classes=``); recorded in the manifest's ``model`` block.
     trust_pickle: load a checkpoint that is a whole pickled model, running its code (default False); recorded too.
+    labels: class names, a text file with one per line or a folder of class sub-folders (default None: none);
+        one name per classifier output, recorded as ``model.class_names`` (:mod:`deploy_res.data.class_names`).
     """
 
     weights: Optional[Path] = None
@@ -71,6 +74,7 @@ class ExportSettings:
     name: Optional[str] = None
     num_classes: Optional[int] = None
     trust_pickle: bool = False
+    labels: Optional[Path] = None
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1):
@@ -89,6 +93,16 @@ class ExportSettings:
             raise DeployResError(f"opset {self.opset} is outside 13-23 (per-channel Q/DQ needs 13; torch exports up to 23)")
 
 
+def _output_size(module: Any, input_shape: tuple[int, ...]) -> int:
+    """The classifier outputs of ``module``: one forward pass on a zero input."""
+    import torch
+
+    from deploy_res.exporters.torch_export import first_output
+
+    with torch.no_grad():
+        return int(first_output(module(torch.zeros((1, *input_shape)))).shape[-1])
+
+
 def export(model: str, output_dir: str | Path, settings: ExportSettings = ExportSettings()) -> ExportResult:
     """Export ``model`` (zoo name, ``package.module:factory(ARGS)``, a TorchScript archive or a ``.pt2`` program) to ``output_dir`` as ``settings`` say.
 
@@ -101,12 +115,15 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     from deploy_res.models import Preprocessing
 
     input_size, batch_range, opset, exporter, target = settings.input_size, settings.batch_range, settings.opset, settings.exporter, settings.target
+    class_names = read_class_names(settings.labels) if settings.labels is not None else None
     loaded = load_model(model, settings.weights, settings.preprocessing, num_classes=settings.num_classes, trust_pickle=settings.trust_pickle)
-    folder = ensure_output_dir(output_dir)  # after the model loads: a refused model or checkpoint leaves no folder behind
     pre = loaded.preprocessing
     if input_size is not None:
         pre = Preprocessing(tuple(input_size), pre.mean, pre.std, pre.crop_pct, pre.interpolation)
     input_shape = tuple(pre.input_size)
+    if class_names is not None:
+        check_class_count(class_names, loaded.num_classes or _output_size(loaded.module, input_shape), f"--labels {Path(settings.labels).name}", model)
+    folder = ensure_output_dir(output_dir)  # after the model loads: a refused model or checkpoint leaves no folder behind
     if loaded.program == "torchscript" and exporter == "dynamo":  # torch.onnx's dynamo exporter cannot take a ScriptModule
         exporter = "torchscript"
         loaded.notes += ("exporting it with the torchscript exporter (dynamo cannot export a ScriptModule)",)
@@ -138,6 +155,7 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
                 "num_classes": loaded.num_classes,
                 "trust_pickle": loaded.trust_pickle,
                 "program": {"kind": loaded.program, **file_record(Path(model))} if loaded.program else None,
+                "class_names": class_names,
                 "parameters": sum(p.numel() for p in loaded.module.parameters()),
             },
             "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"},

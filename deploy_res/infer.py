@@ -10,9 +10,12 @@ image, in that order:
                           folder or glob root, or as the Parquet list says)
 ``label``                 class index from a folder of class sub-folders or a
                           Parquet ``label`` column; null otherwise
-``label_name``            the class sub-folder's name; null otherwise
+``label_name``            the class sub-folder's name, else the label's name
+                          in the engine's class names; null otherwise
 ``top_k_indices``         list of ``top_k`` class indices, best first (ties:
                           lower index first)
+``top_k_names``           their names, when the engine's manifest records
+                          class names (``export --labels``); null otherwise
 ``top_k_scores``          their softmax probabilities (float32)
 ========================  ==================================================
 
@@ -40,6 +43,7 @@ from deploy_res.core.artifact import write_artifact
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.errors import DeployResError
+from deploy_res.data.class_names import class_names_of
 from deploy_res.scale.options import RayOptions
 
 DEFAULT_TOP_K = 5
@@ -129,19 +133,24 @@ def _schema(pa):
         ("label", pa.int64()),
         ("label_name", pa.string()),
         ("top_k_indices", pa.list_(pa.int64())),
+        ("top_k_names", pa.list_(pa.string())),
         ("top_k_scores", pa.list_(pa.float32())),
     ])
 
 
-def _table(pa, result: dict[str, Any], class_names: Optional[list[str]]):
+def _table(pa, result: dict[str, Any], class_names: Optional[list[str]], model_names: Optional[list[str]]):
+    """One batch's rows: ``class_names`` are the data folder's, ``model_names`` the engine's (either may be None)."""
     labels = result["label"]
-    names = None if labels is None or class_names is None else [class_names[i] if 0 <= i < len(class_names) else None for i in labels]
+    label_names = class_names or model_names
+    names = None if labels is None or label_names is None else [label_names[i] if 0 <= i < len(label_names) else None for i in labels]
+    top_names = None if model_names is None else [[model_names[i] for i in row] for row in np.asarray(result["top_k_indices"]).tolist()]
     n = len(result["path"])
     return pa.table({
         "path": pa.array(result["path"], pa.string()),
         "label": pa.array(labels if labels is not None else [None] * n, pa.int64()),
         "label_name": pa.array(names if names is not None else [None] * n, pa.string()),
         "top_k_indices": pa.array(list(result["top_k_indices"]), pa.list_(pa.int64())),
+        "top_k_names": pa.array(top_names if top_names is not None else [None] * n, pa.list_(pa.string())),
         "top_k_scores": pa.array(list(result["top_k_scores"]), pa.list_(pa.float32())),
     }, schema=_schema(pa))
 
@@ -183,6 +192,7 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
     from deploy_res.models import Preprocessing
 
     pre = Preprocessing.from_dict(manifest["preprocessing"])
+    model_names = class_names_of(manifest)
     batch = settings.batch or int((manifest.get("batch_range") or {}).get("opt") or DEFAULT_BATCH)
     images = list_images(data)
     batches = plan_batches(batch, images)
@@ -203,7 +213,7 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
             def emit(result, batch_skipped, size):
                 nonlocal done
                 if result is not None:
-                    writer.write_table(_table(pa, result, images.class_names))
+                    writer.write_table(_table(pa, result, images.class_names, model_names))
                 skipped.extend(batch_skipped)
                 done += size
                 if progress is not None:

@@ -55,7 +55,8 @@ class RunSettings:
         ImageNet's for a factory or a program file).
     bn_recalibrate: re-estimate the zoo model's BatchNorm statistics when no weights are given (default True; not with
         ``num_classes`` and no weights: the demo checkpoint has the zoo's 1000-class head).
-    num_classes, trust_pickle: as ``deployres export`` (default None: the checkpoint's head, else the zoo's; False).
+    num_classes, trust_pickle, labels: as ``deployres export`` (default None: the checkpoint's head, else the zoo's;
+        False; no class names).
     """
 
     precisions: tuple[str, ...] = ("fp32",)
@@ -77,6 +78,7 @@ class RunSettings:
     bn_recalibrate: bool = True
     num_classes: Optional[int] = None
     trust_pickle: bool = False
+    labels: Optional[Path] = None
 
     def __post_init__(self) -> None:
         if (self.fallback_layers is not None or self.target_agreement is not None) and "int8" not in self.precisions:
@@ -103,7 +105,7 @@ class RunSettings:
             base = Preprocessing()
             preprocessing = Preprocessing(base.input_size, self.mean or base.mean, self.std or base.std, base.crop_pct, base.interpolation)
         return ExportSettings(weights=weights, exporter=self.exporter, input_size=self.input_size, num_classes=self.num_classes,
-                              trust_pickle=self.trust_pickle, preprocessing=preprocessing)
+                              trust_pickle=self.trust_pickle, preprocessing=preprocessing, labels=self.labels)
 
     def build_settings(self, precision: str, calib_data: Optional[Path] = None) -> BuildSettings:
         """The build settings of the ``precision`` engine (INT8's calibrates on ``calib_data``)."""
@@ -158,6 +160,10 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     precisions, weights, calib_data = list(settings.precisions), settings.weights, settings.calib_data
     if "int8" in precisions and calib_data is not None:  # a bad --calib-data fails before the export, not after it
         check_source(calib_data, settings.calib_samples, what="calibration data")
+    if settings.labels is not None:  # a bad names file fails before any work (their count is checked at export)
+        from deploy_res.data.class_names import read_class_names
+
+        read_class_names(settings.labels)
     folder = ensure_output_dir(output_dir)
     result = RunResult(folder)
     demo_weights = weights is None and settings.bn_recalibrate and get_spec_or_none(model) is not None and settings.num_classes is None

@@ -23,6 +23,7 @@ OPTIMIZE_DEFAULTS = OptimizeSettings()
 @click.option("--num-classes", type=click.IntRange(1), help="Classifier outputs [default: the checkpoint's, else the zoo's 1000; a factory gets num_classes=N].")
 @click.option("--trust-pickle", is_flag=True, help="Load --weights that are a whole pickled model (torch.save(model, PATH)); this runs code from the file.")
 @click.option("--input-size", type=CHW, help="Input C,H,W [default: the zoo's, 3,224,224 for a factory].")
+@click.option("--labels", type=click.Path(exists=True), help="Class names: a text file, one per line, or a folder of class sub-folders [default: none]; recorded in the manifest for every later stage.")
 @click.option("--batch-range", default=",".join(map(str, DEFAULTS.batch_range.to_dict().values())), show_default=True, type=IntTuple(3, "MIN,OPT,MAX"),
               help="Batch range recorded for engine builds (the ONNX batch axis is always dynamic).")
 @click.option("--opset", default=DEFAULTS.opset, show_default=True, type=click.IntRange(13, 23), help="ONNX opset.")

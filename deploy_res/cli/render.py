@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from deploy_res.cli.app import Context
+from deploy_res.data.class_names import named
 
 
 @contextlib.contextmanager
@@ -60,9 +61,14 @@ def _print_validation(ctx: Context, result: dict) -> None:
         ctx.console.print(f"top-1 accuracy: reference {100 * acc['reference_top1']:.2f}%, artifact {100 * acc['artifact_top1']:.2f}% "
                           f"(drop {acc['top1_drop_points']:.2f} points); top-5 {100 * acc['reference_top5']:.2f}% / {100 * acc['artifact_top5']:.2f}%")
     worst = result.get("worst_samples") or []
+    names = result.get("class_names")
     if worst and result["precision"] != "fp32":
         ctx.console.print("lowest cosines (evidence, not a limit): " + ", ".join(
-            f"{w['sample']} {w['cosine']:.4f} (class {w['reference_class']} ranked {w['reference_class_rank']})" for w in worst[:3]))
+            f"{w['sample']} {w['cosine']:.4f} (class {named(w['reference_class'], names)} ranked {w['reference_class_rank']})" for w in worst[:3]))
+    classes = [row for row in result.get("worst_classes") or [] if row["agreement"] < 1]
+    if classes and result["precision"] != "fp32":
+        ctx.console.print("least agreement by the reference's class: " + ", ".join(
+            f"{named(row['class'], names)} {row['agreement']:.3f} of {row['samples']}" for row in classes[:3]))
     ctx.console.print(f"{OUTCOME_STYLE[result['outcome']]}{result['verdict'][len(result['outcome']):]}")
     ctx.console.print(f"result in {result['result_path']}")
 

@@ -19,7 +19,7 @@ from deploy_res.cli.options import BATCH_SIZES
 @click.option("--instances", type=click.IntRange(1), help="Instances per model [default: 1].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per instance [default: cores / instances].")
 @click.option("--cores", type=click.IntRange(1), help="Cores of the serving machine [default: this machine's].")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line: label_filename for classification.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line: label_filename for classification [default: the class names the manifest records, if any].")
 @click.option("--python-backend", is_flag=True, help="Serve through Triton's Python backend with deployres' own runner.")
 @click.option("--ensemble", is_flag=True, help="Add a preprocessing model (image bytes in) and an ensemble chaining it to each classifier.")
 @click.option("--force", is_flag=True, help="Serve engines without a passing validation (recorded in the lineage).")

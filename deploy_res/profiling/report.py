@@ -64,6 +64,7 @@ def _match_validation(entry: Entry, results: Sequence[Mapping[str, Any]]) -> Opt
             return {"precision": result.get("precision"), "metrics": dict(metrics),
                     "top1_agreement": metrics.get("top1_agreement"), "passed": result.get("passed"), "outcome": outcome_of(result),
                     "evidence": result.get("evidence"), "samples": (result.get("inputs") or {}).get("samples"),
+                    "worst_classes": [row for row in result.get("worst_classes") or [] if row.get("agreement", 1) < 1][:3],
                     "verdict": result.get("verdict") or ("; ".join(result.get("failed") or []) or None)}
     return None
 

@@ -46,6 +46,11 @@ def validation_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]
         check = art.get("validation") or {}
         if check.get("outcome"):
             evidence = f"{check.get('samples') or '?'} {check.get('evidence') or ''} samples".replace("  ", " ")
+            classes = check.get("worst_classes") or []
+            if classes:  # the reference's classes the artifact agrees with least, named where the manifest names them
+                evidence += "; least agreement: " + ", ".join(
+                    f"{row['name'] + ' (' + str(row['class']) + ')' if row.get('name') else row['class']} {row['agreement']:.2f} of {row['samples']}"
+                    for row in classes)
             rows.append((art["label"], check["outcome"].upper(), evidence, check.get("verdict") or "–"))
     return rows
 

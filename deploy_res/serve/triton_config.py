@@ -130,12 +130,16 @@ def _warmup(engine: Engine, batch: int) -> list[dict[str, Any]]:
 
 
 def _labels(path: Optional[Path], engine: Engine) -> Optional[list[str]]:
-    if path is None:
+    """The class names for ``label_filename``: ``path``'s (a names file or a labelled folder), else the names the
+    engine's manifest records (``export --labels``), else None; a count other than the output's classes is one line."""
+    from deploy_res.data.class_names import check_class_count, class_names_of, read_class_names
+
+    labels = read_class_names(path) if path is not None else class_names_of(engine.manifest)
+    if labels is None:
         return None
-    labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     classes = engine.outputs[0].shape[-1] if engine.outputs[0].shape else None
-    if isinstance(classes, int) and classes > 0 and len(labels) != classes:
-        raise DeployResError(f"{Path(path).name} has {len(labels)} labels; {engine.path.name}'s output {engine.outputs[0].name!r} has {classes} classes")
+    check_class_count(labels, classes, f"--labels {Path(path).name}" if path is not None else "the manifest's class names",
+                      f"{engine.path.name}'s output {engine.outputs[0].name!r}")
     return labels
 
 

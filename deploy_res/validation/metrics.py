@@ -54,6 +54,13 @@ def _hits(truth: np.ndarray, top: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(top[:, 0] == truth)), int(np.count_nonzero((top == truth[:, None]).any(axis=1)))
 
 
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two per-class count arrays added (either may be empty: a state with no samples)."""
+    if not a.size or not b.size:
+        return (a if a.size else b).copy()
+    return a + b
+
+
 @dataclass
 class MetricState:
     """Mergeable partial results of :func:`compare` and :func:`accuracy_block` over some samples.
@@ -85,6 +92,8 @@ class MetricState:
     top1_artifact_only: int = 0
     top5_reference_only: int = 0
     top5_artifact_only: int = 0
+    class_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # samples per reference top-1 class
+    class_agree: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of those, the artifact's top-1 agrees
 
     @classmethod
     def of(cls, reference: np.ndarray, artifact: np.ndarray, labels: Optional[np.ndarray] = None,
@@ -113,7 +122,10 @@ class MetricState:
         if ref.shape[1] > 1 and ref.shape[0]:
             k = min(5, ref.shape[1])
             got_top = _topk(scores, k)
-            state.top1_agree, state.top5_agree = _hits(ref.argmax(axis=1), got_top)
+            reference_class = ref.argmax(axis=1)
+            state.top1_agree, state.top5_agree = _hits(reference_class, got_top)
+            state.class_samples = np.bincount(reference_class, minlength=ref.shape[1]).astype(np.int64)
+            state.class_agree = np.bincount(reference_class[got_top[:, 0] == reference_class], minlength=ref.shape[1]).astype(np.int64)
             if labels is not None:
                 labels = np.asarray(labels, dtype=np.int64)
                 ref_top = _topk(np.nan_to_num(ref, nan=-np.inf), k)
@@ -160,7 +172,17 @@ class MetricState:
             top1_artifact_only=self.top1_artifact_only + other.top1_artifact_only,
             top5_reference_only=self.top5_reference_only + other.top5_reference_only,
             top5_artifact_only=self.top5_artifact_only + other.top5_artifact_only,
+            class_samples=_add(self.class_samples, other.class_samples),
+            class_agree=_add(self.class_agree, other.class_agree),
         )
+
+    def worst_classes(self, count: int = 5) -> list[dict[str, Any]]:
+        """The ``count`` reference top-1 classes whose samples the artifact agrees with least: ``class``, ``samples``,
+        ``agreement`` (lowest agreement first; ties: more samples first, then the lower class index)."""
+        seen = np.flatnonzero(self.class_samples)
+        rows = [{"class": int(c), "samples": int(self.class_samples[c]), "agreement": float(self.class_agree[c] / self.class_samples[c])}
+                for c in seen]
+        return sorted(rows, key=lambda row: (row["agreement"], -row["samples"], row["class"]))[:count]
 
     @classmethod
     def merged(cls, states) -> "MetricState":

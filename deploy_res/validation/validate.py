@@ -14,6 +14,7 @@ from deploy_res.core.manifest import Manifest, precision_of, read_manifest
 from deploy_res.core.names import validation_result_path
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.numerics import seeded_array
+from deploy_res.data.class_names import class_names_of
 from deploy_res.validation.checks import describe, evaluate, samples_to_decide, verdict
 from deploy_res.validation.metrics import MetricState
 from deploy_res.validation.reference import resolve_reference
@@ -117,6 +118,16 @@ def _judge(state: MetricState, metrics: Mapping[str, Any], accuracy: Optional[Ma
             "samples_to_decide": needed, "verdict": line}
 
 
+def _named_sample(worst: dict[str, Any], names: Optional[list[str]]) -> dict[str, Any]:
+    """A worst-sample record with its classes' names beside their indices (when there are names)."""
+    if not names:
+        return dict(worst)
+    def name(index: Optional[int]) -> Optional[str]:
+        return names[index] if index is not None and 0 <= index < len(names) else None
+
+    return {**worst, "reference_name": name(worst.get("reference_class")), "artifact_name": name(worst.get("artifact_class"))}
+
+
 def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings(), output: Optional[str | Path] = None,
              progress: Optional[Callable[[int, int], None]] = None, on_note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Compare ``artifact`` with its reference as ``settings`` say; return the result and write it to ``output``.
@@ -197,6 +208,7 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
         if state.labelled and state.max_label >= state.classes:
             raise DeployResError(f"{data} has {len(class_names or []) or state.max_label + 1} classes; the model outputs {state.classes}: use a folder whose classes the model knows")
 
+        names = class_names_of(manifest) or class_names  # the model's own, else the labelled folder's (label i = output i)
         metrics, accuracy = state.finalize()
         judged = _judge(state, metrics, accuracy, precision, settings, inputs_desc["kind"], output_name)
         result = {
@@ -213,7 +225,10 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
             "metrics": {**metrics, **(accuracy or {})},
             "accuracy": accuracy,
             **judged,
-            "worst_samples": list(state.worst),
+            "class_names": names,
+            "worst_samples": [_named_sample(w, names) for w in state.worst],
+            "worst_classes": [{**row, "name": names[row["class"]] if names and row["class"] < len(names) else None}
+                              for row in state.worst_classes()] if state.classes > 1 else [],
             "seconds": round(time.perf_counter() - start, 2),
             **({"execution": execution} if execution else {}),
         }
