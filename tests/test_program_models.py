@@ -1,8 +1,9 @@
-"""Issue 20 item 3: a TorchScript archive or a torch.export ``.pt2`` program as MODEL, on a digits ResNet trained here.
+"""Issue 20 on a digits ResNet trained here: a TorchScript archive or a torch.export ``.pt2`` program as MODEL, and
+every way the network is usually saved, taken through ``deployres run --int8 --labels``.
 
-Each is exported to ONNX with outputs equal to the in-memory model, used as the PyTorch reference by ``validate``
-and ``profile --torch``, and taken through ``deployres run --int8`` to validated engines; a program file that
-changed after export, or a ``.pt2`` whose pickles would import code, is one line.
+A program is exported to ONNX with outputs equal to the in-memory model and used as the PyTorch reference by
+``validate`` and ``profile --torch``; a program file that changed after export, or a ``.pt2`` whose pickles would
+import code, is one line.
 """
 
 from __future__ import annotations
@@ -80,22 +81,6 @@ def test_program_exports_validates_and_profiles_against_itself(tmp_path, digits,
     assert labels[-1] == "torch eager"
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "export"])
-def test_run_int8_on_a_program(tmp_path, digits, programs, kind):
-    """``deployres run PROGRAM --int8``: calibrated on labelled digits, FP32 and INT8 engines validated against the program."""
-    _, test_x, test_y = digits
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, inputs=test_x[:64])
-    out = tmp_path / "out"
-    result = run_cli("run", programs[kind], "--int8", "-o", out, *DIGITS_PRE, "--calib-data", calib, "--calib-samples", "64", "--batches", "1",
-                     "--duration-s", "0.1", "--backend", "onnxruntime", catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert "BatchNorm" not in result.output  # a program is never re-estimated like an untrained zoo model
-    lines = [line for line in result.output.splitlines() if line.startswith(("fp32:", "int8:"))]
-    assert len(lines) == 2 and all(line.endswith("PASS") for line in lines), result.output
-    assert sorted(p.name for p in out.glob("*.cpu.ort.onnx")) == ["digits.fp32.cpu.ort.onnx", "digits.int8.cpu.ort.onnx"]
-
-
 def test_program_changed_after_export_is_one_line(tmp_path, digits, programs):
     model, test_x, _ = digits
     source = tmp_path / "digits.ts"
@@ -140,3 +125,56 @@ def test_pt2_whose_pickles_import_code_is_refused(tmp_path, programs, capsys, wh
     assert "whose pickles import builtins.print" in line and "--trust-pickle" in line
     assert "code from the file ran" not in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_too_small_calibration_arrays_before_the_export(tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, inputs=np.zeros((8, 3, DIGITS_SIZE, DIGITS_SIZE), np.float32))
+    result = run_cli("run", "resnet18", "--int8", "--calib-data", calib, "-o", tmp_path / "out")
+    assert one_error_line(result) == (f"error: calibration data file {calib} holds 8 samples, fewer than the 128 asked for; "
+                                      "add data or ask for fewer samples")
+    assert not (tmp_path / "out").exists()
+
+
+DIGITS_FACTORY = '''
+from deploy_res.models.resnet import BasicBlock, ResNet
+
+
+def digits_resnet(num_classes=1000):
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+'''
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "training", "dataparallel", "whole_pickle", "torchscript", "export"])
+def test_every_file_kind_runs_to_validated_int8_engines_with_its_names(tmp_path, digits, programs, kind, monkeypatch):
+    """Issue 20's done-when: each way the trained digits ResNet is saved goes through ``run MODEL --int8 --labels``
+    to FP32 and INT8 engines that PASS, with the 10 classes and their names in every manifest, and the FP32 engine's
+    outputs equal to the in-memory model's."""
+    model, test_x, _ = digits
+    (tmp_path / "digits_net.py").write_text(DIGITS_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = model.state_dict()
+    source, extra = "digits_net:digits_resnet(num_classes=10)", []
+    if kind in ("torchscript", "export"):
+        source = str(programs[kind])
+    else:
+        checkpoint = {"state_dict": state, "training": {"epoch": 2, "model": state}, "dataparallel": {f"module.{k}": v for k, v in state.items()},
+                      "whole_pickle": model}[kind]
+        torch.save(checkpoint, tmp_path / "digits.pt")
+        extra = ["--weights", tmp_path / "digits.pt"] + (["--trust-pickle"] if kind == "whole_pickle" else [])
+    labels = tmp_path / "digits.txt"
+    labels.write_text("\n".join(f"digit {i}" for i in range(10)))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, inputs=test_x[:64])
+    out = tmp_path / "out"
+    result = run_cli("run", source, *extra, "--int8", "--labels", labels, "-o", out, *DIGITS_PRE, "--calib-data", calib, "--calib-samples", "64",
+                     "--batches", "1", "--duration-s", "0.1", "--backend", "onnxruntime", "--no-torch", catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(("fp32:", "int8:"))]
+    assert len(lines) == 2 and all(line.endswith("PASS") for line in lines), result.output
+    engines = sorted(out.glob("*.cpu.ort.onnx"))
+    assert [p.name.split(".")[1] for p in engines] == ["fp32", "int8"]
+    for engine in engines:
+        manifest = json.loads(engine.with_name(engine.name + ".json").read_text())
+        assert manifest["model"]["class_names"] == [f"digit {i}" for i in range(10)]
+    _outputs_equal(engines[0], model, test_x[:8])
