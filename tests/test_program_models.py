@@ -151,10 +151,10 @@ def test_every_file_kind_runs_to_validated_int8_engines_with_its_names(tmp_path,
     to FP32 and INT8 engines that PASS, with the 10 classes and their names in every manifest, and the FP32 engine's
     outputs equal to the in-memory model's."""
     model, test_x, _ = digits
-    (tmp_path / "digits_net.py").write_text(DIGITS_FACTORY)
+    (tmp_path / "digits10_net.py").write_text(DIGITS_FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
     state = model.state_dict()
-    source, extra = "digits_net:digits_resnet(num_classes=10)", []
+    source, extra = "digits10_net:digits_resnet(num_classes=10)", []
     if kind in ("torchscript", "export"):
         source = str(programs[kind])
     else:
