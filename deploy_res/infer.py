@@ -61,6 +61,7 @@ class InferSettings:
     skip_bad_files: skip images that fail to decode, naming them in the manifest (default False: stop).
     force: use an engine whose validation FAILED (default False: refuse it).
     ray: shard the batches over Ray Data actors (default None: in this process).
+    any_batch: run outside the batch range the manifest records (default False; :mod:`deploy_res.core.guards`).
     """
 
     top_k: int = DEFAULT_TOP_K
@@ -68,6 +69,7 @@ class InferSettings:
     skip_bad_files: bool = False
     force: bool = False
     ray: Optional[RayOptions] = None
+    any_batch: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -197,6 +199,10 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
     images = list_images(data)
     batches = plan_batches(batch, images)
     total = len(images)
+    from deploy_res.core.guards import check_batch
+
+    check_batch(engine, manifest, min(batch, max(total, 1)), "--batch", settings.any_batch,
+                copies=(settings.ray.actors or 1) if settings.ray else 1)  # one batch per actor at once
     start = time.perf_counter()
     skipped: list[str] = []
     done = 0

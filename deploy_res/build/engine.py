@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import onnx
 
 from deploy_res.build.prepare import pass_target, prepared_graph
@@ -171,8 +172,22 @@ def _calibration_samples(settings: BuildSettings, manifest: dict, model: onnx.Mo
     if pre is None and Path(settings.calib_data).is_dir():
         raise DeployResError("this ONNX file has no manifest with preprocessing; pass --input-size, --mean, --std (and --crop-pct) for the calibration images")
     dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    _guard_calibration(Path(settings.calib_data), settings.calib_samples, dims)
     return load_inputs(settings.calib_data, pre, count=settings.calib_samples, skip_bad=settings.skip_bad_files,
                        input_shape=dims[1:], input_name=model.graph.input[0].name)
+
+
+def _guard_calibration(source: Path, count: int, dims: list) -> None:
+    """A one-line error before loading when the calibration samples would not fit in memory (they are held at once,
+    as float32, beside the model being calibrated; :mod:`deploy_res.core.guards`)."""
+    from deploy_res.core.guards import Footprint, check_memory
+    from deploy_res.data.images import _image_files
+    from deploy_res.data.inputs import _array_rows
+
+    held = _array_rows(source) if source.is_file() else len(_image_files(source)) if source.is_dir() else None
+    held = min(count, held) if held is not None else count
+    per_sample = 4 * int(np.prod([d or 1 for d in dims[1:]]))
+    check_memory(held, Footprint(inputs=2 * per_sample, source="the calibration input's shape, loaded and batched"), "--calib-samples")
 
 
 def _fallback(qdq_path: Path, float_path: Path, qdq, float_model, arrays, settings: BuildSettings):

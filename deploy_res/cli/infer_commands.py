@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import ray_options, ray_options_from
+from deploy_res.cli.options import any_batch_option, ray_options, ray_options_from
 from deploy_res.cli.render import _progress
 from deploy_res.infer import InferSettings
 
@@ -22,6 +22,7 @@ DEFAULTS = InferSettings()
 @click.option("--batch", type=click.IntRange(1), help="Images per engine run [default: the manifest's optimal batch, else 8].")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the manifest) instead of stopping.")
 @click.option("--force", is_flag=True, help="Use an engine whose validation FAILED.")
+@any_batch_option
 @ray_options
 @pass_ctx
 def infer_command(ctx: Context, engine, data, output, ray, ray_address, actors, ray_cpus, **options) -> None:

@@ -205,3 +205,9 @@ def preprocessing_from(input_size=None, mean=None, std=None, crop_pct=None):
         return None
     base = Preprocessing()
     return Preprocessing(input_size or base.input_size, mean or base.mean, std or base.std, crop_pct or base.crop_pct, base.interpolation)
+
+
+def any_batch_option(command):
+    """``--any-batch``: run outside the manifest's batch range where the backend can (:mod:`deploy_res.core.guards`)."""
+    return click.option("--any-batch", is_flag=True, help="Run ONNX Runtime and OpenVINO engines at batch sizes outside the batch range "
+                        "their manifest records (their batch axis is dynamic; TensorRT plans cannot); the memory guard still applies.")(command)

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import BATCH_SIZES, IntList, TorchModes
+from deploy_res.cli.options import BATCH_SIZES, IntList, TorchModes, any_batch_option
 from deploy_res.core.errors import DeployResError
 from deploy_res.engines import ONNX_BACKENDS
 from deploy_res.profiling.settings import DEFAULT_DURATION_S, PROTOCOLS, ProfileSettings, ServedSettings
@@ -35,6 +35,7 @@ DEFAULTS = ProfileSettings()
 @click.option("--server-duration-s", default=DEFAULT_DURATION_S, show_default=True, type=click.FloatRange(0, min_open=True), help="With --server: timed seconds per concurrency level.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True, help="With --server: the client protocol.")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
+@any_batch_option
 @pass_ctx
 def profile_command(ctx: Context, artifacts, with_torch, torch_modes, validation_files, output_dir, server, server_models, concurrency,
                     server_duration_s, protocol, **options) -> None:

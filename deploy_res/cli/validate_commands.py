@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from deploy_res.cli.app import Context, cli, pass_ctx
-from deploy_res.cli.options import Limit, ray_options, ray_options_from
+from deploy_res.cli.options import Limit, any_batch_option, ray_options, ray_options_from
 from deploy_res.cli.render import _print_sensitivity, _print_validation, _progress
 from deploy_res.core.errors import ValidationFailed, ValidationInconclusive
 from deploy_res.engines import ONNX_BACKENDS
@@ -37,6 +37,7 @@ DEFAULTS = ValidateSettings()
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="With --per-layer: layers to print.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip images that fail to decode (named in the result) instead of stopping.")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Run plain ONNX files on this backend [default: ONNX Runtime]; engines run on their own.")
+@any_batch_option
 @ray_options
 @pass_ctx
 def validate_command(ctx: Context, artifact, max_rel_error, min_cosine, min_mean_cosine, min_cosine_p5, min_top1_agreement, max_top1_drop,

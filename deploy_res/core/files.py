@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import signal
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -42,6 +43,43 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise DeployResError(f"output folder {folder} is not writable; choose another -o/--output")
     return folder
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """What :func:`ensure_output_dir` checks, creating nothing: ``path`` is a writable folder, or could be made one
+    (its nearest existing ancestor is a writable folder); one-line error otherwise."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise DeployResError(f"output path {folder} exists and is not a folder; choose another -o/--output")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DeployResError(f"output folder {folder} is not writable; choose another -o/--output")
+        return folder
+    ancestor = folder.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DeployResError(f"cannot create output folder {folder}: {ancestor} is not a writable folder; choose a writable -o/--output")
+    return folder
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """``with output_folder(path) as folder:`` creates ``path`` (:func:`ensure_output_dir`) and, when the block
+    raises, removes every folder it created, so a failed command leaves nothing behind (a folder that existed
+    before stays, with what was in it)."""
+    folder = Path(path)
+    created = None
+    probe = folder.absolute()
+    while not probe.exists():
+        created, probe = probe, probe.parent
+    ensure_output_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 WRITE_STEPS = ("temp-created", "temp-written", "placed",

@@ -36,7 +36,7 @@ def profile(artifacts: Sequence[str | Path], settings: ProfileSettings = Profile
     Returns the report (see :mod:`deploy_res.reports.schema` for its schema), with
     ``report_paths`` added when written.
     """
-    from deploy_res.core.files import ensure_output_dir
+    from deploy_res.core.files import check_output_dir, ensure_output_dir
     from deploy_res.core.manifest import read_manifest
 
     artifacts = [Path(a) for a in artifacts]
@@ -55,7 +55,8 @@ def profile(artifacts: Sequence[str | Path], settings: ProfileSettings = Profile
     else:  # a server only: beside its repository, or here for HOST:PORT
         out = Path(server).resolve().parent / "report" if Path(server).is_dir() else Path("report")
     if write:
-        ensure_output_dir(out)
+        check_output_dir(out)  # created only when there is a report to write
+    refused = _guard_batches(artifacts, batches, settings, len(artifacts) + len(settings.torch_modes))
 
     display = _Display(console, quiet, progress, len(batches))
     entries: list[Entry] = []
@@ -70,8 +71,13 @@ def profile(artifacts: Sequence[str | Path], settings: ProfileSettings = Profile
                 entry = Entry(label=_unique(path.name, entries), kind="artifact", path=str(path))
                 manifests[entry.label] = manifest
                 entries.append(entry)
+                runnable = [b for b in batches if b not in refused.get(path, {})]
+                if not runnable:  # every batch size is outside its range: not loaded
+                    entry.error = next(iter(refused[path].values()))
+                    continue
                 display.phase(f"loading {entry.label}")
-                _load(entry, lambda p=path: _load_engine(p, threads, settings.backend), batches)
+                _load(entry, lambda p=path: _load_engine(p, threads, settings.backend), runnable)
+                entry.info.setdefault("skipped_batches", {}).update(refused.get(path, {}))
             first_manifest = manifests[entries[0].label] if entries else None
             for mode in settings.torch_modes:
                 entry = Entry(label=TORCH_LABELS[mode], kind="torch", info={"mode": mode})
@@ -109,8 +115,46 @@ def profile(artifacts: Sequence[str | Path], settings: ProfileSettings = Profile
     if write:
         from deploy_res.reports import write_reports
 
+        _require_measured(report, status)
+        ensure_output_dir(out)
         report["report_paths"] = {k: str(v) for k, v in write_reports(report, out).items()}
     return report
+
+
+def _guard_batches(artifacts: Sequence[Path], batches: Sequence[int], settings: ProfileSettings, held: int) -> dict[Path, dict[int, str]]:
+    """``{artifact: {batch: why it is not run}}`` for batch sizes outside an artifact's recorded range
+    (:func:`deploy_res.core.guards.outside_range`); a one-line error when the batches that remain, held by
+    ``held`` runners at once, need more memory than this machine has (nothing loaded yet)."""
+    from deploy_res.core.guards import check_batch, outside_range
+    from deploy_res.core.manifest import read_manifest
+
+    refused: dict[Path, dict[int, str]] = {}
+    for path in artifacts:
+        manifest = read_manifest(path) if path.is_file() else None
+        reasons = {b: why for b in batches if (why := outside_range(b, manifest, settings.any_batch, "batch"))}
+        if reasons:
+            refused[path] = reasons
+        runnable = [b for b in batches if b not in reasons]
+        if runnable and path.is_file():  # the feeds of every batch size are held while the artifacts are timed together
+            check_batch(path, manifest, sum(runnable), "--batches", any_batch=True, copies=max(1, held))
+    return refused
+
+
+def _require_measured(report: Mapping[str, Any], status: str) -> None:
+    """A one-line error, before any report is written, when nothing at all was measured (an interrupted run still
+    writes what it has)."""
+    if status == "interrupted":
+        return
+    rows = report.get("artifacts") or []
+    served = report.get("served")
+    if any(row.get("measured") for row in rows) or (served and any(m.get("measured") for m in served.get("models") or [])):
+        return
+    first = next((row for row in rows if row.get("error")), None)
+    if first:
+        raise DeployResError(f"nothing was measured: {first['label']}: {first['error']}")
+    if served:
+        raise DeployResError(f"nothing was measured: {served.get('error') or 'the server has no models'}")
+    raise DeployResError("nothing was measured")
 
 
 def _served(served: ServedSettings, warmup_s: float, display) -> dict[str, Any]:

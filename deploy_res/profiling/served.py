@@ -62,6 +62,10 @@ def check_server(server: str | Path, levels: Sequence[int], seconds: float, prot
         raise DeployResError(f"unknown protocol {protocol!r}; use http or grpc")
     if not levels or min(int(c) for c in levels) < 1:
         raise DeployResError(f"concurrency levels must be positive integers, got {tuple(levels)}")
+    from deploy_res.serve.load import MAX_CLIENTS
+
+    if max(int(c) for c in levels) > MAX_CLIENTS:
+        raise DeployResError(f"concurrency {max(levels)} is more clients than one load test starts (at most {MAX_CLIENTS}); measure fewer")
     if seconds <= 0:
         raise DeployResError("seconds per concurrency level must be positive")
     if not is_repository(server):

@@ -54,6 +54,8 @@ class ProfileSettings:
     backend: run plain ONNX artifacts on ``onnxruntime`` or ``openvino`` (default None: ONNX Runtime;
         engines run on their own).
     served: also measure served models (default None).
+    any_batch: run engines at batch sizes outside the range their manifest records (default False: such a batch is
+        skipped for that engine, with the reason; :mod:`deploy_res.core.guards`).
     """
 
     batches: tuple[int, ...] = (1, 8)
@@ -65,6 +67,7 @@ class ProfileSettings:
     layer_iterations: int = 10
     backend: Optional[str] = None
     served: Optional[ServedSettings] = None
+    any_batch: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.torch_modes, str):  # "eager", not ("eager",)

@@ -47,13 +47,30 @@ def _statistics(client, model: str, protocol: str) -> dict[str, Any]:
     return {"inferences": int(entry.get("inference_count", 0)), "executions": int(entry.get("execution_count", 0)), "batches": batches}
 
 
+MAX_CLIENTS = 512
+"""Concurrent clients one load test may start (each is a thread with its own connection)."""
+
+
+def _guard(levels: Sequence[int], inputs: Mapping[str, np.ndarray]) -> None:
+    """One line before any client starts: a level above :data:`MAX_CLIENTS`, or more requests in flight than the
+    memory here holds (each request's inputs three times: the client's copy, the encoded body, the server's copy)."""
+    from deploy_res.core.guards import Footprint, check_memory
+
+    top = max(levels, default=1)
+    if top > MAX_CLIENTS:
+        raise DeployResError(f"concurrency {top} is more clients than one load test starts (at most {MAX_CLIENTS}); measure fewer")
+    check_memory(top, Footprint(inputs=3 * sum(int(a.nbytes) for a in inputs.values()), source="each request's inputs"), "concurrency")
+
+
 def load_test(url: str, model: str, inputs: Mapping[str, np.ndarray], levels: Sequence[int] = (1, 2, 4, 8),
-              seconds: float = 5.0, protocol: str = "http", warmup_s: float = 1.0) -> dict[str, Any]:
+              seconds: float = 5.0, protocol: str = "http", warmup_s: float = 1.0, keep_latencies: bool = False) -> dict[str, Any]:
     """Measure ``model`` served at ``url`` at each concurrency in ``levels`` (see the module docstring).
 
     ``inputs`` maps input names to arrays (batch axis first); every request sends them as they are.
-    Defaults: concurrency 1, 2, 4, 8; 5 s per level; HTTP; 1 s warm-up at concurrency 1.
+    Defaults: concurrency 1, 2, 4, 8; 5 s per level; HTTP; 1 s warm-up at concurrency 1. ``keep_latencies`` (default
+    False) adds each level's per-request latencies (ms, in completion order per client) as ``latencies_ms``.
     """
+    _guard(levels, inputs)
     module = _client_module(protocol)
     batch = int(next(iter(inputs.values())).shape[0]) if inputs else 1
 
@@ -122,6 +139,7 @@ def load_test(url: str, model: str, inputs: Mapping[str, np.ndarray], levels: Se
                 **summary,
                 "server": {"inferences": inferences, "executions": executions,
                            "samples_per_execution": inferences / executions if executions else None, "batch_sizes": ran},
+                **({"latencies_ms": [t * 1000 for t in latencies]} if keep_latencies else {}),
             })
     finally:
         control.close()

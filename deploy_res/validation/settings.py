@@ -36,6 +36,7 @@ class ValidateSettings:
     backend: run a plain ONNX artifact on ``onnxruntime`` or ``openvino`` (default None: ONNX Runtime;
         an engine runs on its own backend).
     ray: shard the batches over Ray Data actors (default None: in this process).
+    any_batch: run outside the batch range the manifest records (default False; :mod:`deploy_res.core.guards`).
     """
 
     reference: Optional[str] = None
@@ -50,6 +51,7 @@ class ValidateSettings:
     skip_bad_files: bool = False
     backend: Optional[str] = None
     ray: Optional[RayOptions] = None
+    any_batch: bool = False
 
     def __post_init__(self) -> None:
         require_at_least_one(self, "samples", "batch")

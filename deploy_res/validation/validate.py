@@ -147,6 +147,7 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
     ``progress(done, total)`` is called after each batch; ``on_note(text)`` with what the run notices.
     ``backend`` runs a plain ONNX artifact on that backend; an engine runs on its own.
     """
+    from deploy_res.core.guards import check_batch
     from deploy_res.engines import backend_of
 
     artifact = Path(artifact)
@@ -164,6 +165,8 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
         worker.input_shape = input_shape
         batches, pre, class_names, inputs_desc = _work(data, manifest, settings.samples, batch, input_shape, settings.seed)
         total = sum(len(work) for work in batches)
+        check_batch(artifact, manifest, max((len(work) for work in batches), default=1), "--batch", settings.any_batch,
+                    copies=2 * (ray.actors or 1 if ray else 1))  # the artifact's and the reference's runs at once, per actor
         device, output_name, notes = runner.device, runner.outputs[0].name, list(runner.notes)
 
         start = time.perf_counter()
