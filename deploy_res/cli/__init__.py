@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from deploy_res.cli.app import cli, main
 from deploy_res.cli import (  # noqa: F401  (each registers its commands on the group)
-    build_commands, export_commands, infer_commands, profile_commands, run_commands, serve_commands, validate_commands, zoo_commands,
+    build_commands, export_commands, infer_commands, profile_commands, run_commands, serve_commands, tune_commands, validate_commands, zoo_commands,
 )
 
 __all__ = ["cli", "main"]

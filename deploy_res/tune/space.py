@@ -1,0 +1,96 @@
+"""The search space of ``deployres tune``: engine candidates and serving configurations, as plain data.
+
+An engine candidate is a (precision, backend) pair the CPU here can run. A serving configuration is how Triton
+serves one engine: ``instances`` x ``threads`` (never more than the cores), ``max_batch`` (1: no dynamic batching)
+and ``queue_delay_us`` (how long the dynamic batcher waits to fill a batch). :func:`coarse` is the first round's
+few corners of that space; :func:`neighbours` the next round's steps around a good point (the hill-climb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Optional, Sequence
+
+BATCHES = (1, 4, 8, 16)
+DELAYS_US = (0, 500, 2000, 8000)
+
+
+@dataclass(frozen=True, order=True)
+class Serving:
+    """How one engine is served: ``instances`` x ``threads`` cores, dynamic batching up to ``max_batch``."""
+
+    instances: int
+    threads: int
+    max_batch: int
+    queue_delay_us: int
+
+    @property
+    def cores(self) -> int:
+        return self.instances * self.threads
+
+    @property
+    def key(self) -> str:
+        return f"i{self.instances}_t{self.threads}_b{self.max_batch}_d{self.queue_delay_us}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cores": self.cores}
+
+
+def engine_candidates(precisions: Sequence[str], backends: Sequence[str], has_bf16: bool, has_openvino: bool) -> list[tuple[str, str]]:
+    """(precision, backend) pairs to build: ONNX Runtime and OpenVINO for FP32 and INT8, OpenVINO for BF16 (only on a
+    CPU with native BF16), ONNX Runtime for FP16; ``precisions`` / ``backends`` (empty: all) narrow them."""
+    pairs = [("fp32", "onnxruntime"), ("fp32", "openvino"), ("int8", "onnxruntime"), ("int8", "openvino"), ("bf16", "openvino"),
+             ("fp16", "onnxruntime")]
+    chosen = []
+    for precision, backend in pairs:
+        if precision == "fp16" and "fp16" not in precisions:
+            continue  # FP16 runs emulated on CPUs: only when asked for
+        if (precisions and precision not in precisions) or (backends and backend not in backends):
+            continue
+        if backend == "openvino" and not has_openvino or precision == "bf16" and not has_bf16:
+            continue
+        chosen.append((precision, backend))
+    return chosen
+
+
+def _fits(serving: Serving, cores: int, top_batch: int) -> bool:
+    return 1 <= serving.cores <= cores and 1 <= serving.max_batch <= top_batch and (serving.max_batch > 1 or serving.queue_delay_us == 0)
+
+
+def coarse(cores: int, top_batch: int) -> list[Serving]:
+    """The first round: one instance on every core, unbatched and batched; one instance per core, batched."""
+    batch = min(8, top_batch)
+    points = [Serving(1, cores, 1, 0), Serving(1, cores, batch, 0), Serving(cores, 1, batch, 0)]
+    return sorted({p for p in points if _fits(p, cores, top_batch)})
+
+
+def neighbours(point: Serving, cores: int, top_batch: int) -> list[Serving]:
+    """One step along each serving axis from ``point``: queue delay, max batch, instances (threads re-split)."""
+    out: set[Serving] = set()
+    delays, batches = list(DELAYS_US), [b for b in BATCHES if b <= top_batch] or [1]
+    if point.max_batch > 1:
+        at = delays.index(point.queue_delay_us) if point.queue_delay_us in delays else 0
+        for step in (-1, 1):
+            if 0 <= at + step < len(delays):
+                out.add(Serving(point.instances, point.threads, point.max_batch, delays[at + step]))
+    at = batches.index(point.max_batch) if point.max_batch in batches else 0
+    for step in (-1, 1):
+        if 0 <= at + step < len(batches):
+            size = batches[at + step]
+            out.add(Serving(point.instances, point.threads, size, point.queue_delay_us if size > 1 else 0))
+    for instances in (point.instances - 1, point.instances + 1):
+        if instances >= 1:
+            out.add(Serving(instances, max(1, cores // instances), point.max_batch, point.queue_delay_us))
+    return sorted(p for p in out if _fits(p, cores, top_batch) and p != point)
+
+
+def exhaustive(cores: int, top_batch: int) -> list[Serving]:
+    """Every configuration of the space (the benchmark's sweep): instances x threads within the cores, every batch
+    and queue delay."""
+    points = {Serving(i, t, b, d if b > 1 else 0) for i in range(1, cores + 1) for t in range(1, cores // i + 1)
+              for b in BATCHES if b <= top_batch for d in DELAYS_US}
+    return sorted(p for p in points if _fits(p, cores, top_batch))
+
+
+def unseen(points: Iterable[Serving], seen: Optional[set]) -> list[Serving]:
+    return [p for p in points if not seen or p.key not in seen]

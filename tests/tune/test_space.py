@@ -1,0 +1,44 @@
+"""The search space: serving points never use more cores than given; the exhaustive sweep counts every configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy_res.tune.space import BATCHES, DELAYS_US, Serving, coarse, engine_candidates, exhaustive, neighbours
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8])
+def test_coarse_and_neighbours_stay_within_the_cores(cores):
+    first = coarse(cores, 16)
+    assert first and all(1 <= p.cores <= cores for p in first)
+    assert Serving(1, cores, 1, 0) in first  # one instance on every core, unbatched
+    for point in first + exhaustive(cores, 16):
+        for step in neighbours(point, cores, 16):
+            assert 1 <= step.cores <= cores and step != point
+            assert step.max_batch in BATCHES and step.queue_delay_us in DELAYS_US
+            assert step.max_batch > 1 or step.queue_delay_us == 0
+
+
+def test_neighbours_move_one_axis_at_a_time():
+    point = Serving(1, 2, 8, 500)
+    steps = set(neighbours(point, 2, 16))
+    assert {Serving(1, 2, 8, 0), Serving(1, 2, 8, 2000), Serving(1, 2, 4, 500), Serving(1, 2, 16, 500), Serving(2, 1, 8, 500)} == steps
+
+
+def test_the_top_batch_caps_every_point():
+    assert all(p.max_batch <= 4 for p in exhaustive(2, 4) + coarse(2, 4))
+    assert all(p.max_batch <= 4 for p in neighbours(Serving(1, 2, 4, 0), 2, 4))
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_exhaustive_counts_every_configuration(cores):
+    pairs = sum(1 for i in range(1, cores + 1) for t in range(1, cores + 1) if i * t <= cores)
+    per_pair = 1 + (len(BATCHES) - 1) * len(DELAYS_US)  # batch 1 has no queue delay
+    points = exhaustive(cores, 16)
+    assert len(points) == pairs * per_pair == len(set(points))
+
+
+def test_engine_candidates_follow_the_machine():
+    assert engine_candidates((), (), has_bf16=False, has_openvino=False) == [("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    assert ("bf16", "openvino") in engine_candidates((), (), has_bf16=True, has_openvino=True)
+    assert engine_candidates(("fp32", "int8"), ("onnxruntime",), has_bf16=True, has_openvino=True) == [("fp32", "onnxruntime"), ("int8", "onnxruntime")]
