@@ -18,6 +18,8 @@ DEFAULTS = TuneSettings(data="-")
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder (engines, state, report).")
 @click.option("--calib-data", type=click.Path(exists=True), help="INT8 calibration images/arrays [default: --data].")
 @click.option("--calib-samples", default=DEFAULTS.calib_samples, type=click.IntRange(1), help="Calibration samples.")
+@click.option("--fallback-layers", default=DEFAULTS.fallback_layers, type=click.IntRange(0),
+              help="An INT8 engine that does not pass is tried again with this many sensitive layers in float (0: never).")
 @click.option("--samples", type=click.IntRange(1), help="Validation samples per engine [default: all of --data].")
 @click.option("--max-top1-drop", type=Limit(0, 100), help="Accuracy budget: top-1 drop in points, judged on its 95 % interval [default: each precision's limits].")
 @click.option("--p99-ms", type=click.FloatRange(0, min_open=True), help="Served p99 latency budget (ms), judged on its 95 % interval [default: none].")

@@ -16,6 +16,7 @@ the report says which harness measured.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -55,6 +56,8 @@ class TritonHarness:
     def measure(self, engine: Path, name: str, serving: Serving, inputs: dict[str, np.ndarray], concurrency: int, seconds: float) -> dict[str, Any]:
         import tritonclient.http as httpclient
 
+        from deploy_res.serve.server import group_members
+
         from deploy_res.serve import TritonSettings, triton
         from deploy_res.serve.load import load_test
 
@@ -75,6 +78,7 @@ class TritonHarness:
                 raise DeployResError(f"tritonserver could not load {model}: {str(exc).splitlines()[0][:300]}") from None
             result = load_test(self.server.http_url, model, inputs, levels=[concurrency], seconds=seconds, warmup_s=_warmup(seconds),
                                keep_latencies=True)
+            memory = rss_mib(group_members(self.server.pid))  # the server and the model's stub processes, still loaded
         finally:
             try:
                 client.unload_model(model)
@@ -88,7 +92,8 @@ class TritonHarness:
         level = result["levels"][0]
         return {"latencies_ms": level["latencies_ms"], "throughput": level["throughput"], "requests": level["requests"],
                 "errors": level["errors"], "first_error": level["first_error"], "seconds": level["seconds"],
-                "samples_per_execution": level["server"]["samples_per_execution"], "batch_sizes": level["server"]["batch_sizes"]}
+                "samples_per_execution": level["server"]["samples_per_execution"], "batch_sizes": level["server"]["batch_sizes"],
+                "memory_mib": memory, "memory_of": "resident memory of tritonserver and the model's stubs after the run"}
 
     def close(self) -> None:
         self.server.stop()
@@ -122,7 +127,8 @@ class InProcessHarness:
             for runner in runners:
                 runner.run({input_name: array})
             _closed_loop(runners, input_name, array, serving, concurrency, _warmup(seconds))
-            return _closed_loop(runners, input_name, array, serving, concurrency, seconds)
+            measured = _closed_loop(runners, input_name, array, serving, concurrency, seconds)
+            return {**measured, "memory_mib": rss_mib([os.getpid()]), "memory_of": "resident memory of this process with the runners loaded"}
         finally:
             for runner in runners:
                 runner.close()
@@ -194,6 +200,20 @@ def _closed_loop(runners, input_name: str, array: np.ndarray, serving: Serving, 
     return {"latencies_ms": latencies, "throughput": len(latencies) / elapsed, "requests": len(latencies), "errors": len(errors),
             "first_error": errors[0] if errors else None, "seconds": round(elapsed, 3),
             "samples_per_execution": sum(executions) / len(executions) if executions else None, "batch_sizes": sizes}
+
+
+def rss_mib(pids) -> Optional[float]:
+    """Resident memory of ``pids`` together (MiB, from ``/proc/PID/status``); None where it cannot be read."""
+    total, read = 0, False
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    read = True
+        except (OSError, ValueError):
+            continue
+    return round(total / 1024, 1) if read else None
 
 
 def open_harness(kind: str, workdir: Path, cores: int, note) -> Any:

@@ -39,7 +39,7 @@ def engine_rows(report: Mapping[str, Any]) -> list[list[str]]:
 
 
 ENGINE_COLUMNS = ("engine", "verdict", "top-1 drop, points [95 %]", "top-1 agr.", "samples", "reused", "verdict line")
-POINT_COLUMNS = ("engine", "instances x threads", "max batch", "queue delay us", "img/s", "p50 ms", "p99 ms", "p99 95 % interval", "requests",
+POINT_COLUMNS = ("engine", "instances x threads", "max batch", "queue delay us", "img/s", "p50 ms", "p99 ms", "p99 95 % interval", "memory MiB", "requests",
                  "runs", "meets budgets", "why not")
 
 
@@ -50,7 +50,7 @@ def point_rows(report: Mapping[str, Any]) -> list[list[str]]:
         s = p["serving"]
         mark = " (chosen)" if chosen and p["engine"] == chosen.get("engine") and p["key"] == chosen.get("key") else ""
         rows.append([p["engine"] + mark, f"{s['instances']} x {s['threads']}", str(s["max_batch"]), str(s["queue_delay_us"]), _n(p["throughput"]),
-                     _n(p["p50_ms"], 2), _n(p["p99_ms"], 2), _interval(p["p99_interval_ms"]), str(p["requests"]), str(p["runs"]),
+                     _n(p["p50_ms"], 2), _n(p["p99_ms"], 2), _interval(p["p99_interval_ms"]), _n(p.get("memory_mib"), 0), str(p["requests"]), str(p["runs"]),
                      "yes" if p["judgement"]["meets"] else "no", p["judgement"]["failed"] or ""])
     return rows
 

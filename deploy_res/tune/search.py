@@ -196,6 +196,16 @@ def _search(source, is_onnx, folder, settings, export_settings, preprocessing, h
             continue
         state["engines"][name] = _engine(name, precision, backend, build_from, reference, engines_dir, settings, calib, preprocessing, step)
         save_state(folder, state)
+    for name, precision, backend in _fallback_candidates(state, settings):
+        entry = state["engines"].get(name)
+        if clock.out():
+            notes.append(f"time budget spent before {name} was built and judged")
+            break
+        if entry and entry.get("outcome") and Path(entry["path"]).is_file() and sha256_file(entry["path"]) == entry.get("sha256"):
+            continue
+        state["engines"][name] = _engine(name, precision, backend, build_from, reference, engines_dir / name, settings, calib, preprocessing,
+                                         step, fallback=settings.fallback_layers)
+        save_state(folder, state)
 
     passing = {n: e for n, e in state["engines"].items() if e.get("outcome") == "pass"}
     harness_used = state.get("harness_used")
@@ -246,25 +256,39 @@ def _source_onnx(source: str, is_onnx: bool, folder: Path, export_settings, stat
     return onnx_path, final
 
 
+def _fallback_candidates(state: dict, settings: TuneSettings) -> list[tuple[str, str, str]]:
+    """``(name, "int8", backend)`` for each INT8 engine that was built but did not PASS: the same engine with its
+    ``fallback_layers`` most sensitive layers kept in float (the sensitivity ranking of ``build-engine
+    --fallback-layers``), tried once; none when ``fallback_layers`` is 0."""
+    if not settings.fallback_layers:
+        return []
+    return [(f"int8-fallback{settings.fallback_layers}-{e['backend']}", "int8", e["backend"]) for e in list(state["engines"].values())
+            if e["precision"] == "int8" and not e.get("fallback_layers") and e.get("outcome") not in ("pass", "not built", None)]
+
+
 def _engine(name, precision, backend, build_from: Path, reference: Path, engines_dir: Path, settings: TuneSettings, calib, preprocessing,
-            step) -> dict[str, Any]:
-    """Build (or reuse) and validate one engine candidate; its verdict entry for the state."""
+            step, fallback: Optional[int] = None) -> dict[str, Any]:
+    """Build (or reuse) and validate one engine candidate (INT8 with ``fallback`` sensitive layers in float when
+    given, default None); its verdict entry for the state."""
     from deploy_res.build import BuildSettings, build_engine
     from deploy_res.core.names import engine_name, model_stem
     from deploy_res.validation import ValidateSettings, validate
 
     int8 = precision == "int8"
     build = BuildSettings(precision=precision, backend=backend, calib_data=Path(calib) if int8 else None, calib_samples=settings.calib_samples,
-                          preprocessing=preprocessing)
+                          preprocessing=preprocessing, fallback_layers=fallback)
     key = {"input_sha256": sha256_file(build_from), "precision": precision, "backend": backend,
-           "calib_sha256": data_fingerprint(calib) if int8 else None, "calib_samples": settings.calib_samples if int8 else None}
+           "calib_sha256": data_fingerprint(calib) if int8 else None, "calib_samples": settings.calib_samples if int8 else None,
+           **({"fallback_layers": fallback} if fallback else {})}
+    engines_dir.mkdir(parents=True, exist_ok=True)
     engine = engines_dir / engine_name(model_stem(build_from), precision, backend)
-    entry: dict[str, Any] = {"name": name, "precision": precision, "backend": backend, "path": str(engine)}
+    entry: dict[str, Any] = {"name": name, "precision": precision, "backend": backend, "path": str(engine), "fallback_layers": fallback}
     if reusable_engine(engines_dir, engine, key):
         entry["reused"] = True
         step(f"{name}: reusing {engine.name} (same input, settings and bytes)")
     else:
-        step(f"building the {precision} {backend} engine")
+        kept = f" with its {fallback} most sensitive layers in float" if fallback else ""
+        step(f"building the {precision} {backend} engine{kept}")
         try:
             built = build_engine(build_from, engines_dir, build, quiet=True)
         except DeployResError as exc:
@@ -331,6 +355,8 @@ def _figures(engine: str, serving: Serving, runs: list[dict[str, Any]], settings
              "throughput": float(np.mean([run["throughput"] for run in runs])), "throughput_runs": [run["throughput"] for run in runs],
              "errors": sum(run["errors"] for run in runs), "first_error": next((r["first_error"] for r in runs if r["first_error"]), None),
              "samples_per_execution": runs[-1].get("samples_per_execution"), "batch_sizes": runs[-1].get("batch_sizes"),
+             "memory_mib": max((r["memory_mib"] for r in runs if r.get("memory_mib") is not None), default=None),
+             "memory_of": runs[-1].get("memory_of"),
              **judging.latency_figures(latencies)}
     point["judgement"] = judging.judge(point, settings.p99_ms, settings.min_throughput)
     return point

@@ -17,6 +17,8 @@ class TuneSettings:
 
     data: labelled image folder or ``.npz`` (with ``labels``) the accuracy budget is judged on (required).
     calib_data: INT8 calibration images/arrays (default None: ``data``); calib_samples: how many (default 128).
+    fallback_layers: an INT8 engine that does not PASS is tried once more with this many of its most sensitive layers
+        kept in float (default 4; 0: never).
     samples: validation samples per engine (default None: all of ``data``).
     max_top1_drop: the accuracy budget in top-1 points, judged on its interval (default None: each precision's
         default limits, :mod:`deploy_res.validation.thresholds`).
@@ -35,6 +37,7 @@ class TuneSettings:
     data: Optional[Path] = None
     calib_data: Optional[Path] = None
     calib_samples: int = 128
+    fallback_layers: int = 4
     samples: Optional[int] = None
     max_top1_drop: Optional[float] = None
     p99_ms: Optional[float] = None
@@ -61,6 +64,8 @@ class TuneSettings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise DeployResError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.fallback_layers < 0:
+            raise DeployResError(f"--fallback-layers must be 0 or more, got {self.fallback_layers}")
         if self.max_top1_drop is not None and self.max_top1_drop < 0:
             raise DeployResError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
         unknown = [p for p in self.precisions if p not in ("fp32", "fp16", "bf16", "int8")]
