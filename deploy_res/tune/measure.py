@@ -53,7 +53,9 @@ class TritonHarness:
         self.cores = cores
         self.server = start_server(self.root, ready_timeout_s=180, extra_args=("--model-control-mode=explicit",))
 
-    def measure(self, engine: Path, name: str, serving: Serving, inputs: dict[str, np.ndarray], concurrency: int, seconds: float) -> dict[str, Any]:
+    def measure(self, engine: Path, name: str, serving: Serving, inputs: dict[str, np.ndarray], concurrency: int, seconds: float,
+                force: bool = False) -> dict[str, Any]:
+        """One point's closed-loop figures; ``force`` (default False) serves an engine without a passing validation."""
         import tritonclient.http as httpclient
 
         from deploy_res.serve.server import group_members
@@ -65,7 +67,7 @@ class TritonHarness:
         staging = self.staging / serving.key
         triton([engine], staging, TritonSettings(names=(model,), python_backend=True, instances=serving.instances, threads=serving.threads,
                                                  cores=self.cores, max_batch_size=serving.max_batch, max_queue_delay_us=serving.queue_delay_us,
-                                                 overwrite=True))
+                                                 overwrite=True, force=force))
         target = self.root / model
         shutil.rmtree(target, ignore_errors=True)
         (staging / model).rename(target)
