@@ -3,7 +3,7 @@
 The p99 budget is judged like every other verdict in deployres: on an interval, not a point estimate. The p99 of the
 request latencies gets its distribution-free order-statistic interval (:func:`deploy_res.core.intervals.quantile_interval`,
 95 %); a point meets ``p99_ms`` only when the whole interval lies at or below it (outcome ``pass``). An interval that
-straddles the budget, or whose upper side the requests cannot bound (fewer than 367 requests cannot bound a p99 from
+straddles the budget, or whose upper side the requests cannot bound (fewer than 368 requests cannot bound a p99 from
 above at 95 %), is ``inconclusive`` and does not meet it. ``min_throughput`` is judged on the measured images/s, and a
 point whose requests failed never meets anything.
 """
@@ -54,7 +54,7 @@ def describe(check: Mapping[str, Any]) -> str:
     low, high = check["interval"]
     span = f"[{_ms(low)}, {_ms(high)}]"
     if check["outcome"] == "inconclusive" and high is None:
-        return f"p99 {_ms(check['value'])} ms {span}: too few requests to bound the p99 from above (raise --seconds)"
+        return f"p99 {_ms(check['value'])} ms {span}: too few requests to bound the p99 from above (raise --max-point-seconds)"
     word = "straddles" if check["outcome"] == "inconclusive" else "is over"
     return f"p99 {_ms(check['value'])} ms, 95 % interval {span}, {word} the {check['limit']:g} ms budget ({check['outcome'].upper()})"
 

@@ -8,7 +8,8 @@
    ONNX it comes from, with ``max_top1_drop`` as its top-1 drop limit when given. Only a PASS is ever timed; FAIL and
    INCONCLUSIVE engines are listed with their verdict line (INCONCLUSIVE is not a pass: the data could not show the
    engine within its limits).
-3. **Serving.** For each passing engine: the coarse points (:func:`~deploy_res.tune.space.coarse`), then a hill-climb
+3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, up to
+   ``max_point_seconds`` in all. For each passing engine: the coarse points (:func:`~deploy_res.tune.space.coarse`), then a hill-climb
    (:func:`~deploy_res.tune.space.neighbours` of the best point so far, until no neighbour improves or time runs
    out). Then the best 3 points over all engines are measured once more, in turn, and each finalist's two runs are
    pooled (throughput: the mean; p99 and its interval: over every request of both).
@@ -338,13 +339,14 @@ def _point_id(engine: str, serving: Serving) -> str:
     return f"{engine}|{serving.key}"
 
 
-def _measure(runner, entry: dict, serving: Serving, inputs, settings: TuneSettings, step) -> dict[str, Any]:
+def _measure(runner, entry: dict, serving: Serving, inputs, settings: TuneSettings, step, seconds: Optional[float] = None) -> dict[str, Any]:
+    """One run of one point, ``seconds`` long (default None: ``settings.seconds``)."""
     from deploy_res.core.names import served_name
 
     name = served_name(entry["path"], entry["backend"], entry["precision"])
     step(f"{entry['name']}: serving {serving.key} ({serving.instances} instance(s) x {serving.threads} thread(s), max batch "
          f"{serving.max_batch}, queue delay {serving.queue_delay_us} us) at {settings.concurrency} clients")
-    raw = runner.measure(Path(entry["path"]), name, serving, inputs, settings.concurrency, settings.seconds)
+    raw = runner.measure(Path(entry["path"]), name, serving, inputs, settings.concurrency, seconds or settings.seconds)
     return {k: v for k, v in raw.items() if k != "latencies_ms"} | {"latencies_ms": [round(t, 4) for t in raw["latencies_ms"]]}
 
 
@@ -377,7 +379,15 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
                 continue
             if clock.out():
                 return
-            state["points"][_point_id(name, serving)] = [_measure(runner, entry, serving, inputs, settings, step)]
+            runs = [_measure(runner, entry, serving, inputs, settings, step)]
+            while _undecided(_figures(name, serving, runs, settings)) and not clock.out():
+                spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
+                longer = min(settings.max_point_seconds - spent, max(settings.seconds, _seconds_for(2 * BOUNDING_REQUESTS - requests, requests, spent)))
+                if longer < settings.seconds / 2:
+                    break
+                step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {requests} requests")
+                runs.append(_measure(runner, entry, serving, inputs, settings, lambda _m: None, seconds=longer))
+            state["points"][_point_id(name, serving)] = runs
             state["measured"] = state.get("measured", 0) + 1
             save_state(folder, state)
 
@@ -395,6 +405,20 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
         if better is None or judging.score(better, settings.objective) <= judging.score(current, settings.objective):
             break
         current = better
+
+
+BOUNDING_REQUESTS = 368
+"""Fewest requests whose order statistics bound a p99 from above at 95 % (1 - 0.99**368 > 0.975)."""
+
+
+def _seconds_for(more: int, requests: int, spent: float) -> float:
+    """Seconds ``more`` requests take at the rate measured so far."""
+    return more * spent / max(1, requests)
+
+
+def _undecided(point: dict[str, Any]) -> bool:
+    """Whether the p99 budget is still INCONCLUSIVE on this point's requests (more requests may decide it)."""
+    return any(c["name"] == "p99_ms" and c["outcome"] == "inconclusive" for c in point["judgement"]["checks"])
 
 
 def _keys(state: dict, engine: str) -> list[str]:

@@ -30,6 +30,8 @@ class TuneSettings:
     precisions, backends: the engine axes (default: fp32, int8 and bf16 where the CPU has it; every CPU backend here).
     cores: cores the serving configurations may use (default: the CPUs this process may use).
     seconds: served seconds per measured point (default 3); the finalists are measured again, alternating.
+    max_point_seconds: a point whose p99 budget is INCONCLUSIVE (an interval straddling it, or too few requests to
+        bound a p99: 368 at 95 %) is served again, ``seconds`` at a time, up to this many seconds in all (default 60).
     budget_minutes: stop searching after this long and answer with the best so far (default None: no cap).
     triton: also write the chosen configuration as a Triton repository there and check it served (default None).
     """
@@ -48,6 +50,7 @@ class TuneSettings:
     backends: tuple[str, ...] = ()
     cores: Optional[int] = None
     seconds: float = 3.0
+    max_point_seconds: float = 60.0
     budget_minutes: Optional[float] = None
     triton: Optional[Path] = None
 
@@ -60,7 +63,7 @@ class TuneSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise DeployResError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("p99_ms", "min_throughput", "budget_minutes", "seconds"):
+        for name in ("p99_ms", "min_throughput", "budget_minutes", "seconds", "max_point_seconds"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise DeployResError(f"--{name.replace('_', '-')} must be positive, got {value}")

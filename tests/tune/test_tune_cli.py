@@ -104,3 +104,17 @@ def test_missing_onnx_and_a_model_that_does_not_load_write_nothing(on_path, tmp_
     assert "not found" in one_error_line(run_cli("tune", tmp_path / "nope.onnx", "--data", on_path.heldout, "-o", out))
     assert "no_such_module" in one_error_line(run_cli("tune", "no_such_module:f", "--data", on_path.heldout, "--precision", "fp32", "-o", out))
     assert not out.exists()
+
+
+def test_a_point_too_brief_to_judge_its_p99_is_served_longer(on_path, tmp_path):
+    """0.05 s at 8 clients gives too few requests to bound a p99 at 95 % (368 needed): each point is served again
+    until its budget is decided, within --max-point-seconds."""
+    out = tmp_path / "out"
+    result = run_cli("tune", *on_path.model_args(), "--precision", "fp32", "--backend", "onnxruntime", "--cores", "1", "--seconds", "0.05",
+                     "--max-point-seconds", "5", "--harness", "in-process", "--p99-ms", "500", "-o", out, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = _report(out)
+    assert "s more: its p99 budget is undecided" in result.output
+    for point in report["points"]:
+        assert point["requests"] >= 368 and point["p99_interval_ms"][1] is not None and point["judgement"]["meets"]
+    assert any(p["runs"] >= 2 and not p["finalist"] for p in report["points"])
