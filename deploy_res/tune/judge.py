@@ -96,3 +96,20 @@ def margin(chosen: Mapping[str, Any], runner_up: Optional[Mapping[str, Any]], ob
     if objective == "cost":
         out["cores_saved"] = runner_up["serving"]["cores"] - chosen["serving"]["cores"]
     return out
+
+
+SCREEN = 0.10
+"""How far behind the best point that meets the budgets a point may be and still be measured longer (10 %)."""
+
+
+def could_win(point: Mapping[str, Any], best: Optional[Mapping[str, Any]], objective: str) -> bool:
+    """Whether ``point`` (its first, short run) is close enough to ``best`` (the best point meeting the budgets so
+    far; None: none yet) on ``objective`` that deciding its p99 budget could change the answer."""
+    if best is None:
+        return True
+    throughput, leader = point.get("throughput") or 0.0, best.get("throughput") or 0.0
+    if objective == "latency":
+        return point.get("p99_ms") is not None and point["p99_ms"] <= (best.get("p99_ms") or 0.0) * (1 + SCREEN)
+    if objective == "cost" and point["serving"]["cores"] != best["serving"]["cores"]:
+        return point["serving"]["cores"] < best["serving"]["cores"]
+    return throughput >= leader * (1 - SCREEN)

@@ -93,8 +93,18 @@ def _md_table(columns, rows) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
 
 
+def _accuracy(engine: Mapping[str, Any]) -> str:
+    """An engine's accuracy in a few words: its top-1 drop (labelled data) or its top-1 agreement with FP32."""
+    if engine.get("top1_drop_points") is not None:
+        return f"top-1 drop {engine['top1_drop_points']:+.2f} pt"
+    if engine.get("top1_agreement") is not None:
+        return f"top-1 agreement {engine['top1_agreement']:.3f}"
+    return ""
+
+
 def pareto_chart(report: Mapping[str, Any]) -> Optional[str]:
-    """p99 (ms) against served throughput (img/s), one colour per engine; the Pareto front joined; the budget dashed."""
+    """p99 (ms) against served throughput (img/s), one colour per engine, its accuracy in the legend; the Pareto front
+    joined; the budget dashed."""
     points = [p for p in report["points"] if p.get("p99_ms") is not None and p.get("throughput")]
     if not points:
         return None
@@ -131,11 +141,13 @@ def pareto_chart(report: Mapping[str, Any]) -> Optional[str]:
                     f'<title>{esc(p["engine"])} {esc(p["key"])}: {p["throughput"]:.1f} img/s, p99 {p["p99_ms"]:.2f} ms</title></circle>')
         if p["engine"] == chosen.get("engine") and p["key"] == chosen.get("key"):
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="11" fill="none" stroke="#1a7f37" stroke-width="2.5"/>')
+    accuracy = {e["name"]: _accuracy(e) for e in report["engines"]}
     for i, name in enumerate(engines):
-        ly = top + 14 + 22 * i
+        ly = top + 14 + 30 * i
         body.append(f'<circle cx="{right + 30}" cy="{ly - 4}" r="6" fill="{colors[name]}"/>')
-        body.append(f'<text x="{right + 44}" y="{ly}" font-size="12.5">{esc(name)}</text>')
-    ly = top + 14 + 22 * len(engines)
+        body.append(f'<text x="{right + 44}" y="{ly}" font-size="12.5">{esc(name)}<title>{esc(accuracy.get(name, ""))}</title></text>')
+        body.append(f'<text x="{right + 44}" y="{ly + 11}" font-size="10.5" fill="#59636e">{esc(accuracy.get(name, ""))}</text>')
+    ly = top + 14 + 30 * len(engines)
     body.append(f'<text x="{right + 24}" y="{ly + 6}" font-size="12" fill="#59636e">filled: meets the budgets</text>')
     body.append(f'<text x="{right + 24}" y="{ly + 24}" font-size="12" fill="#59636e">ring: chosen; bars: p99 95 %</text>')
     return _svg(WIDTH, bottom + 50, body, "served p99 latency against throughput")

@@ -9,7 +9,8 @@
    INCONCLUSIVE engines are listed with their verdict line (INCONCLUSIVE is not a pass: the data could not show the
    engine within its limits).
 3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, up to
-   ``max_point_seconds`` in all. For each passing engine: the coarse points (:func:`~deploy_res.tune.space.coarse`), then a hill-climb
+   ``max_point_seconds`` in all, unless its first run is already more than :data:`~deploy_res.tune.judge.SCREEN`
+   behind the best point meeting the budgets (deciding it could not change the answer). For each passing engine: the coarse points (:func:`~deploy_res.tune.space.coarse`), then a hill-climb
    (:func:`~deploy_res.tune.space.neighbours` of the best point so far, until no neighbour improves or time runs
    out). Then the best 3 points over all engines are measured once more, in turn, and each finalist's two runs are
    pooled (throughput: the mean; p99 and its interval: over every request of both).
@@ -380,7 +381,12 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
             if clock.out():
                 return
             runs = [_measure(runner, entry, serving, inputs, settings, step)]
-            while _undecided(_figures(name, serving, runs, settings)) and not clock.out():
+            leader = _leader(state, settings)
+            first = _figures(name, serving, runs, settings)
+            if _undecided(first) and not judging.could_win(first, leader, settings.objective):
+                step(f"{entry['name']}: {serving.key} not served longer: {judging.objective_value(first, settings.objective):.1f} is "
+                     f"over {judging.SCREEN:.0%} behind the best point meeting the budgets ({judging.objective_value(leader, settings.objective):.1f})")
+            while _undecided(_figures(name, serving, runs, settings)) and judging.could_win(first, leader, settings.objective) and not clock.out():
                 spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
                 longer = min(settings.max_point_seconds - spent, max(settings.seconds, _seconds_for(2 * BOUNDING_REQUESTS - requests, requests, spent)))
                 if longer < settings.seconds / 2:
@@ -414,6 +420,12 @@ BOUNDING_REQUESTS = 368
 def _seconds_for(more: int, requests: int, spent: float) -> float:
     """Seconds ``more`` requests take at the rate measured so far."""
     return more * spent / max(1, requests)
+
+
+def _leader(state: dict, settings: TuneSettings) -> Optional[dict[str, Any]]:
+    """The best point meeting every budget so far, over every engine (None: none yet)."""
+    meeting = [p for p in _all_points(state, settings) if p["judgement"]["meets"]]
+    return max(meeting, key=lambda p: judging.score(p, settings.objective)) if meeting else None
 
 
 def _undecided(point: dict[str, Any]) -> bool:

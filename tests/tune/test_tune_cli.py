@@ -108,13 +108,17 @@ def test_missing_onnx_and_a_model_that_does_not_load_write_nothing(on_path, tmp_
 
 def test_a_point_too_brief_to_judge_its_p99_is_served_longer(on_path, tmp_path):
     """0.05 s at 8 clients gives too few requests to bound a p99 at 95 % (368 needed): each point is served again
-    until its budget is decided, within --max-point-seconds."""
+    until its budget is decided, within --max-point-seconds, unless it is already out of the race."""
     out = tmp_path / "out"
     result = run_cli("tune", *on_path.model_args(), "--precision", "fp32", "--backend", "onnxruntime", "--cores", "1", "--seconds", "0.05",
                      "--max-point-seconds", "5", "--harness", "in-process", "--p99-ms", "500", "-o", out, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = _report(out)
     assert "s more: its p99 budget is undecided" in result.output
+    decided = [p for p in report["points"] if p["requests"] >= 368]
+    assert decided and all(p["p99_interval_ms"][1] is not None and p["judgement"]["meets"] for p in decided)
+    # a point left undecided was screened out: its short run was over 10 % behind a point meeting the budget
+    best = max(p["throughput"] for p in decided)
     for point in report["points"]:
-        assert point["requests"] >= 368 and point["p99_interval_ms"][1] is not None and point["judgement"]["meets"]
-    assert any(p["runs"] >= 2 and not p["finalist"] for p in report["points"])
+        if point not in decided:
+            assert point["throughput"] < 0.9 * best and not point["judgement"]["meets"] and "not served longer" in result.output
