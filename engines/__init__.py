@@ -19,6 +19,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from deploy_res.core.facts import check_facts
 from deploy_res.core.records import verify_record
 from deploy_res.core.manifest import read_manifest
 from deploy_res.core.errors import DeployResError
@@ -86,7 +87,10 @@ def load_engine(artifact: str | Path, backend: Optional[str] = None, **options: 
     ``load`` (its ``OPTIONS``; ``threads`` and ``device`` are taken by all).
 
     An engine (an artifact with a ``build-engine`` manifest) must match the sha256 its manifest recorded, else
-    a one-line error naming it: the manifest's CPU, source and lineage would describe another file.
+    a one-line error naming it: the manifest's CPU, source and lineage would describe another file. Then every
+    fact the manifest states that the file itself can tell (precision, input and output names and shapes,
+    backend) must be the file's (:func:`deploy_res.core.facts.check_facts`), else a one-line error naming both;
+    an empty or unreadable ONNX file says so in one line.
 
     ``backend`` (default: the artifact's own, :func:`backend_of`) runs a plain
     ONNX file (raw, optimised, FP16 or Q/DQ) on one of :data:`ONNX_BACKENDS`
@@ -99,6 +103,7 @@ def load_engine(artifact: str | Path, backend: Optional[str] = None, **options: 
     manifest = read_manifest(artifact) or {}
     if manifest.get("stage") == "build-engine":
         verify_record(artifact, manifest.get("artifact"), "engine", "rebuild it with `deployres build-engine`")
+    check_facts(artifact, manifest)  # the manifest's precision, inputs, outputs and backend are the file's own, or one line
     name = backend_of(artifact)
     if backend is not None and backend != name:
         if manifest.get("engine") or artifact.suffix != ".onnx":

@@ -143,28 +143,24 @@ def read_manifest(artifact: str | os.PathLike, required: bool = False) -> Manife
 
 
 def precision_of(artifact: str | os.PathLike, manifest: Optional[Mapping[str, Any]] = None) -> str:
-    """fp32 / bf16 / fp16 / int8: as its manifest recorded it, else from the ONNX itself (Q/DQ nodes, FP16
-    weights) or an engine file's name; fp32 otherwise. A file that is not readable ONNX is a one-line error."""
+    """fp32 / bf16 / fp16 / int8: as its manifest recorded it, once the file itself agrees
+    (:func:`deploy_res.core.facts.check_facts`: a manifest the file contradicts is a one-line error, never a verdict's
+    precision); else from the ONNX itself (Q/DQ nodes, FP16 tensors) or an engine file's name; fp32 otherwise.
+    A file that is empty or not readable ONNX is a one-line error."""
+    from deploy_res.core.facts import FLOAT_IR, check_facts, read_facts
+
     artifact = Path(artifact)
     manifest = manifest if manifest is not None else read_manifest(artifact) if artifact.is_file() else None
     precision = manifest.precision if isinstance(manifest, Manifest) else None
     if precision:
+        if artifact.is_file():
+            check_facts(artifact, manifest)
         return precision
-    if artifact.suffix != ".onnx":  # an engine without a manifest: its name is all there is (resnet50.int8.plan)
-        return next((p for p in ("int8", "fp16", "bf16") if p in artifact.name.lower().split(".")), "fp32")
-    import onnx
-
-    try:
-        model = onnx.load(str(artifact), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
-        from deploy_res.core.onnx_io import first_line
-
-        raise DeployResError(f"cannot read {artifact} as ONNX ({first_line(exc)}); is it an ONNX model or an engine deployres built?") from None
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
+    facts = read_facts(artifact) if artifact.suffix in (".onnx", ".xml") else None
+    if facts is not None and facts.precision != FLOAT_IR:
+        return facts.precision
+    # an engine without a manifest: its name is all there is (resnet50.int8.plan)
+    return next((p for p in ("int8", "fp16", "bf16") if p in artifact.name.lower().split(".")), "fp32")
 
 
 LINEAGE_KEYS = ("model", "input", "output", "batch_range", "preprocessing")

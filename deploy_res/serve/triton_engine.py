@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from deploy_res.core.errors import DeployResError
+from deploy_res.core.facts import check_facts
 from deploy_res.core.manifest import manifest_path
 from deploy_res.core.records import sha256_file
 from deploy_res.core.manifest import read_manifest
@@ -125,6 +126,7 @@ def read_engine(path: str | Path, force: bool = False) -> Engine:
     if not inputs or not outputs:
         raise DeployResError(f"{source.name} has no graph inputs or outputs")
     validation, problem = _validation(path, sha256, force)
+    check_facts(path, manifest)  # the precision and I/O the repository is written for are the engine file's own
     precision = manifest.get("settings", {}).get("precision") or engine.get("precision") or "fp32"
     return Engine(path, sha256, manifest, engine["backend"], engine.get("device", "cuda" if engine["backend"] in _GPU_BACKENDS else "cpu"),
                   precision, source, inputs, outputs, info, validation, problem)
