@@ -23,7 +23,7 @@ import numpy as np
 
 from deploy_res.build.settings import DEFAULT_CALIB_SAMPLES, BuildSettings
 from deploy_res.core.errors import DeployResError
-from deploy_res.core.files import ensure_output_dir
+from deploy_res.core.files import output_folder
 from deploy_res.exporters.torch_export import DEFAULT_EXPORTER
 from deploy_res.profiling.settings import DEFAULT_DURATION_S, ProfileSettings
 
@@ -142,6 +142,8 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
     """Run the whole pipeline for ``model`` into ``output_dir`` as ``settings`` say; see the module docstring.
 
     ``step(message)`` is called as each step starts; a status line is shown on ``console`` unless ``quiet``.
+    When a stage raises (bad input, Ctrl-C before the profile), an ``output_dir`` the run created is removed with
+    everything in it; one that existed before is left as it was, with what the run wrote so far.
     """
     from deploy_res.build import build_engine
     from deploy_res.engines import backend_of
@@ -164,56 +166,57 @@ def run_pipeline(model: str, output_dir: str | Path, settings: RunSettings = Run
         from deploy_res.data.class_names import read_class_names
 
         read_class_names(settings.labels)
-    folder = ensure_output_dir(output_dir)
-    result = RunResult(folder)
-    demo_weights = weights is None and settings.bn_recalibrate and get_spec_or_none(model) is not None and settings.num_classes is None
-    if demo_weights:
-        step(f"re-estimating {model}'s BatchNorm statistics on real photos")
-        weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)
+    # a folder this run creates is removed again if any stage fails on the way (a folder that was there stays)
+    with output_folder(output_dir) as folder:
+        result = RunResult(folder)
+        demo_weights = weights is None and settings.bn_recalibrate and get_spec_or_none(model) is not None and settings.num_classes is None
+        if demo_weights:
+            step(f"re-estimating {model}'s BatchNorm statistics on real photos")
+            weights = bn_recalibrated_checkpoint(model, folder / "weights", input_size=input_size)
 
-    step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
-    exported = export(model, folder, replace(settings.export_settings(weights), input_size=input_size))
-    for note in exported.notes:
-        step(note)
-    result.onnx = exported.onnx_path
-
-    pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
-    if "int8" in precisions and calib_data is None:
-        step(f"writing {settings.calib_samples} calibration crops of scikit-image's sample photos")
-        calib_data = folder / "calib"
-        write_random_crops(calib_data, settings.calib_samples, seed=CALIB_SEED, size=pre.resize_size)
-    eval_path = folder / "eval" / "inputs.npy"
-    eval_path.parent.mkdir(exist_ok=True)
-    np.save(eval_path, sample_inputs(settings.eval_samples, pre, seed=EVAL_SEED))
-
-    if "bf16" in precisions:
-        from deploy_res.engines import missing_bf16_isa
-
-        missing = missing_bf16_isa()
-        if missing:  # one line, and the other engines still get built
-            step(f"{missing}: no BF16 engine")
-            precisions = [p for p in precisions if p != "bf16"]
-    for precision in precisions:
-        step(f"building the {precision} engine")
-        built = build_engine(exported.final_path, folder, settings.build_settings(precision, calib_data), quiet=quiet, console=console)
-        for note in built.notes:
+        step(f"exporting {model} to ONNX (parity-checked) and running the graph passes")
+        exported = export(model, folder, replace(settings.export_settings(weights), input_size=input_size))
+        for note in exported.notes:
             step(note)
-        result.engines[precision] = built.engine
-        step(f"validating the {precision} engine against PyTorch on {settings.eval_samples} held-out photo crops")
-        limits = {"top1_agreement": None} if demo_weights and precision != "fp32" else None
-        result.validations[precision] = validate(built.engine, ValidateSettings(data=str(eval_path), samples=settings.eval_samples, limits=limits))
-        if limits:
-            result.validations[precision]["note"] = "demo checkpoint with an untrained classifier: top-1 agreement reported, not judged"
+        result.onnx = exported.onnx_path
 
-    artifacts = list(result.engines.values())
-    fp32 = result.engines.get("fp32")
-    if fp32 is not None and backend_of(fp32) == "openvino" and settings.backend in ("auto", "openvino"):
-        step("building the ONNX Runtime FP32 engine as the baseline of the comparison")
-        artifacts.insert(0, build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime"), quiet=quiet, console=console).engine)
-    step("profiling the engines" + (" and the PyTorch original" if settings.torch_modes else ""))
-    measured = ProfileSettings(batches=settings.batches, warmup_s=settings.warmup_s, duration_s=settings.duration_s, torch_modes=settings.torch_modes)
-    result.report = profile(artifacts, measured, validation_results=list(result.validations.values()),
-                            output_dir=folder / "report", quiet=quiet, console=console)
-    result.interrupted = result.report.get("status") == "interrupted"
+        pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
+        if "int8" in precisions and calib_data is None:
+            step(f"writing {settings.calib_samples} calibration crops of scikit-image's sample photos")
+            calib_data = folder / "calib"
+            write_random_crops(calib_data, settings.calib_samples, seed=CALIB_SEED, size=pre.resize_size)
+        eval_path = folder / "eval" / "inputs.npy"
+        eval_path.parent.mkdir(exist_ok=True)
+        np.save(eval_path, sample_inputs(settings.eval_samples, pre, seed=EVAL_SEED))
+
+        if "bf16" in precisions:
+            from deploy_res.engines import missing_bf16_isa
+
+            missing = missing_bf16_isa()
+            if missing:  # one line, and the other engines still get built
+                step(f"{missing}: no BF16 engine")
+                precisions = [p for p in precisions if p != "bf16"]
+        for precision in precisions:
+            step(f"building the {precision} engine")
+            built = build_engine(exported.final_path, folder, settings.build_settings(precision, calib_data), quiet=quiet, console=console)
+            for note in built.notes:
+                step(note)
+            result.engines[precision] = built.engine
+            step(f"validating the {precision} engine against PyTorch on {settings.eval_samples} held-out photo crops")
+            limits = {"top1_agreement": None} if demo_weights and precision != "fp32" else None
+            result.validations[precision] = validate(built.engine, ValidateSettings(data=str(eval_path), samples=settings.eval_samples, limits=limits))
+            if limits:
+                result.validations[precision]["note"] = "demo checkpoint with an untrained classifier: top-1 agreement reported, not judged"
+
+        artifacts = list(result.engines.values())
+        fp32 = result.engines.get("fp32")
+        if fp32 is not None and backend_of(fp32) == "openvino" and settings.backend in ("auto", "openvino"):
+            step("building the ONNX Runtime FP32 engine as the baseline of the comparison")
+            artifacts.insert(0, build_engine(exported.final_path, folder, BuildSettings(backend="onnxruntime"), quiet=quiet, console=console).engine)
+        step("profiling the engines" + (" and the PyTorch original" if settings.torch_modes else ""))
+        measured = ProfileSettings(batches=settings.batches, warmup_s=settings.warmup_s, duration_s=settings.duration_s, torch_modes=settings.torch_modes)
+        result.report = profile(artifacts, measured, validation_results=list(result.validations.values()),
+                                output_dir=folder / "report", quiet=quiet, console=console)
+        result.interrupted = result.report.get("status") == "interrupted"
     result.seconds = time.perf_counter() - start
     return result

@@ -15,6 +15,7 @@ from deploy_res.build.prepare import pass_target, prepared_graph
 from deploy_res.build.settings import BuildSettings
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.artifact import write_artifact
+from deploy_res.core.facts import require_onnx
 from deploy_res.core.files import ensure_output_dir
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import lineage, read_manifest
@@ -48,6 +49,7 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
     source = Path(onnx_path)
     if not source.is_file():
         raise DeployResError(f"ONNX file {source} not found")
+    require_onnx(source)  # an empty or non-ONNX file says so, before any data is read
     if settings.precision == "int8":  # the data is checked before any work starts
         from deploy_res.data.inputs import check_source
 

@@ -20,6 +20,20 @@ class Reference:
     source: str
     run: Callable[[np.ndarray], np.ndarray]
     weights: Optional[str] = None
+    input_shape: Optional[tuple] = None
+    """The input shape an ONNX reference declares (ints, or None for a dynamic axis); None for PyTorch (any shape)."""
+
+    def check_input(self, shape: tuple, artifact: str) -> None:
+        """A one-line error when this reference cannot take the input ``shape`` that ``artifact`` takes: another rank,
+        or a fixed non-batch axis of another size (default: nothing to check for a PyTorch reference)."""
+        if self.input_shape is None:
+            return
+        fixed = lambda dims: tuple(d if isinstance(d, int) and d > 0 else None for d in dims)  # noqa: E731
+        ours, theirs = fixed(shape), fixed(self.input_shape)
+        if len(ours) == len(theirs) and all(a is None or b is None or a == b for a, b in list(zip(ours, theirs))[1:]):
+            return
+        raise DeployResError(f"reference {Path(self.source).name} takes input of shape {_shape(theirs)} but {artifact} takes {_shape(ours)}: "
+                             "it is not the same model's graph; pass the ONNX this artifact was built from, or --reference MODEL")
 
 
 def _torch_reference(model: dict[str, Any], weights: Optional[str]) -> Reference:
@@ -46,8 +60,23 @@ def _onnx_reference(path: Path) -> Reference:
         session = cpu_session(path, "ORT_ENABLE_BASIC")
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
         raise DeployResError(f"ONNX Runtime cannot load {path.name}: {str(exc).strip().splitlines()[0][:300]}") from None
-    name = session.get_inputs()[0].name
-    return Reference("onnx", str(path), lambda batch: session.run(None, {name: batch.astype(np.float32)})[0])
+    declared = session.get_inputs()[0]
+    name = declared.name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        try:
+            return session.run(None, {name: batch.astype(np.float32)})[0]
+        except Exception as exc:  # ORT's InvalidArgument for inputs it cannot take: one line, never its traceback
+            if type(exc).__module__.startswith("onnxruntime"):
+                raise DeployResError(f"reference {path.name} cannot run inputs of shape {_shape(batch.shape)}: "
+                                     f"{' '.join(str(exc).split())[:200]}; pass a reference with the artifact's input") from None
+            raise
+
+    return Reference("onnx", str(path), run, input_shape=tuple(d if isinstance(d, int) else None for d in declared.shape))
+
+
+def _shape(dims) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 def resolve_reference(manifest: dict[str, Any], reference: Optional[str], reference_weights: Optional[str]) -> Reference:

@@ -72,6 +72,11 @@ class ValidateWorker:
         runs_on = backend or backend_of(artifact)
         self.runner = load_engine(artifact, backend=backend, **({"threads": threads} if threads and runs_on in ONNX_BACKENDS else {}))
         self.info = self.runner.inputs[0]
+        try:
+            self.reference.check_input(tuple(self.info.shape), Path(artifact).name)
+        except DeployResError:
+            self.runner.close()
+            raise
         self.input_shape = tuple(input_shape) if input_shape else None
         self.name = Path(artifact).name
         self.feed_dtype = np.dtype(self.info.dtype) if self.info.dtype in ("float32", "float16") else np.float32
