@@ -188,26 +188,21 @@ def _search(source, is_onnx, folder, settings, export_settings, preprocessing, h
     save_state(folder, state)
     engines_dir = folder / "engines"
     engines_dir.mkdir(exist_ok=True)
-    for precision, backend in candidates:
-        name = f"{precision}-{backend}"
-        entry = state["engines"].get(name)
-        if clock.out():
-            notes.append(f"time budget spent before {name} was built and judged")
-            break
-        if entry and entry.get("outcome") and Path(entry["path"]).is_file() and sha256_file(entry["path"]) == entry.get("sha256"):
-            continue
-        state["engines"][name] = _engine(name, precision, backend, build_from, reference, engines_dir, settings, calib, preprocessing, step)
-        save_state(folder, state)
-    for name, precision, backend in _fallback_candidates(state, settings):
-        entry = state["engines"].get(name)
-        if clock.out():
-            notes.append(f"time budget spent before {name} was built and judged")
-            break
-        if entry and entry.get("outcome") and Path(entry["path"]).is_file() and sha256_file(entry["path"]) == entry.get("sha256"):
-            continue
-        state["engines"][name] = _engine(name, precision, backend, build_from, reference, engines_dir / name, settings, calib, preprocessing,
-                                         step, fallback=settings.fallback_layers)
-        save_state(folder, state)
+    def judge_engines(jobs) -> None:
+        for name, precision, backend, into, fallback in jobs:
+            entry = state["engines"].get(name)
+            if clock.out():
+                notes.append(f"time budget spent before {name} was built and judged")
+                return
+            if entry and entry.get("outcome") and Path(entry["path"]).is_file() and sha256_file(entry["path"]) == entry.get("sha256"):
+                continue  # judged before, and its bytes are still the ones judged
+            state["engines"][name] = _engine(name, precision, backend, build_from, reference, into, settings, calib, preprocessing, step,
+                                             fallback=fallback)
+            save_state(folder, state)
+
+    judge_engines((f"{precision}-{backend}", precision, backend, engines_dir, None) for precision, backend in candidates)
+    judge_engines((name, precision, backend, engines_dir / name, settings.fallback_layers)
+                  for name, precision, backend in _fallback_candidates(state, settings))
 
     passing = {n: e for n, e in state["engines"].items() if e.get("outcome") == "pass"}
     harness_used = state.get("harness_used")
