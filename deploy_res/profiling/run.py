@@ -135,7 +135,9 @@ def _guard_batches(artifacts: Sequence[Path], batches: Sequence[int], settings: 
         if reasons:
             refused[path] = reasons
         runnable = [b for b in batches if b not in reasons]
-        if runnable and path.is_file():  # the feeds of every batch size are held while the artifacts are timed together
+        if runnable and path.is_file():  # the largest batch named on its own first: the line names the batch size typed
+            check_batch(path, manifest, max(runnable), "batch", any_batch=True, copies=max(1, held))
+            # the feeds of every batch size are held while the artifacts are timed together
             check_batch(path, manifest, sum(runnable), "--batches", any_batch=True, copies=max(1, held))
     return refused
 

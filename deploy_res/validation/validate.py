@@ -36,7 +36,11 @@ def _work(data: Optional[str], manifest: Mapping[str, Any], samples: Optional[in
     from deploy_res.scale.work import plan_batches
 
     if data is None:
-        arrays = seeded_array((samples or DEFAULT_RANDOM_SAMPLES, *input_shape), np.float32, np.random.default_rng(seed))
+        from deploy_res.core.guards import Footprint, check_memory
+
+        count = samples or DEFAULT_RANDOM_SAMPLES  # generated as float64, kept as float32: 12 bytes a value, refused before
+        check_memory(count, Footprint(inputs=12 * int(np.prod(input_shape)), source="the random inputs' shape"), "--samples")
+        arrays = seeded_array((count, *input_shape), np.float32, np.random.default_rng(seed))
         return plan_batches(batch, arrays=arrays), None, None, {"kind": "random", "source": f"seeded standard normal (seed {seed})", "note": "no --data given: random inputs, no accuracy"}
     from deploy_res.data.images import is_image_source, list_images
     from deploy_res.data.inputs import load_inputs
