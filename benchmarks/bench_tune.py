@@ -117,7 +117,7 @@ def main() -> None:
     from deploy_res.core.manifest import read_manifest
     from deploy_res.core.names import served_name
     from deploy_res.export import ExportSettings
-    from deploy_res.tune import TuneSettings, tune
+    from deploy_res.tune import BudgetNotMet, TuneSettings, tune
     from deploy_res.tune.measure import TritonHarness
     from deploy_res.tune.space import Serving, exhaustive
     from deploy_res.validation import ValidateSettings, validate
@@ -137,8 +137,11 @@ def main() -> None:
             marks.setdefault("serving", time.perf_counter())
         print(f"  tune: {message}", flush=True)
 
-    result = tune(MODEL, work / "tune", settings, export_settings=ExportSettings(weights=weights, exporter="torchscript", input_size=size),
-                  harness="triton", step=step)
+    try:
+        result = tune(MODEL, work / "tune", settings, export_settings=ExportSettings(weights=weights, exporter="torchscript", input_size=size),
+                      harness="triton", step=step)
+    except BudgetNotMet as exc:
+        raise SystemExit(f"tune found nothing to compare: {exc}")
     tune_s = time.perf_counter() - start
     engines_s = marks.get("serving", time.perf_counter()) - start
     report = result.report
