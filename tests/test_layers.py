@@ -17,7 +17,7 @@ LAYERS = {
     "data": 2, "loading": 2, "scale": 2,                    # images and arrays, checkpoints and factories, batch plans
     "export": 3, "optimize": 3, "build": 3, "validation": 3, "profiling": 3, "reports": 3,
     "infer": 3, "serve": 3, "demo": 3,                      # the stages
-    "pipeline": 4,                                          # `run`: the stages in order
+    "pipeline": 4, "tune": 4,                               # `run`: the stages in order; `tune`: the stages searched
     "cli": 5,                                               # the command line
 }
 

@@ -99,7 +99,7 @@ def test_truncated_onnx_is_one_line(exported, tmp_path):
     path = tmp_path / "cut.onnx"
     path.write_bytes(exported.onnx_path.read_bytes()[:100_000])
     result = CliRunner().invoke(cli, ["build-engine", str(path), "--backend", "onnxruntime"])
-    assert result.exit_code == 2 and "not a valid ONNX model" in result.output
+    assert result.exit_code == 2 and "is not an ONNX file" in result.output
 
 
 def test_fp16_and_int8_together_refused(exported):
