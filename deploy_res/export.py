@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from deploy_res.core.artifact import write_artifact
-from deploy_res.core.files import ensure_output_dir
+from deploy_res.core.files import output_folder
 from deploy_res.core.records import file_record
 from deploy_res.core.names import optimized_name, source_stem
 from deploy_res.core.errors import DeployResError, ValidationFailed
@@ -109,12 +109,12 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     The raw export keeps BatchNorm and is checked against PyTorch at two batch sizes; then, unless
     ``optimize`` is off, the graph passes for ``target`` write the optimised file
     (:func:`deploy_res.core.names.optimized_name`). Raises
-    :class:`ValidationFailed` if PyTorch and ONNX Runtime disagree; nothing is left on disk then.
+    :class:`ValidationFailed` if PyTorch and ONNX Runtime disagree; a failed export leaves no file and no folder it created.
     """
     from deploy_res.loading import load_model
     from deploy_res.models import Preprocessing
 
-    input_size, batch_range, opset, exporter, target = settings.input_size, settings.batch_range, settings.opset, settings.exporter, settings.target
+    input_size = settings.input_size
     class_names = read_class_names(settings.labels) if settings.labels is not None else None
     loaded = load_model(model, settings.weights, settings.preprocessing, num_classes=settings.num_classes, trust_pickle=settings.trust_pickle)
     pre = loaded.preprocessing
@@ -123,7 +123,14 @@ def export(model: str, output_dir: str | Path, settings: ExportSettings = Export
     input_shape = tuple(pre.input_size)
     if class_names is not None:
         check_class_count(class_names, loaded.num_classes or _output_size(loaded.module, input_shape), f"--labels {Path(settings.labels).name}", model)
-    folder = ensure_output_dir(output_dir)  # after the model loads: a refused model or checkpoint leaves no folder behind
+    # After the model loads; a failed export or optimisation removes the folders it created.
+    with output_folder(output_dir) as folder:
+        return _export_into(folder, model, loaded, pre, class_names, settings)
+
+
+def _export_into(folder: Path, model: str, loaded, pre, class_names, settings: ExportSettings) -> ExportResult:
+    """:func:`export` once the model is loaded: the raw export, its parity check and the optimised file, into ``folder``."""
+    input_shape, batch_range, opset, exporter, target = tuple(pre.input_size), settings.batch_range, settings.opset, settings.exporter, settings.target
     if loaded.program == "torchscript" and exporter == "dynamo":  # torch.onnx's dynamo exporter cannot take a ScriptModule
         exporter = "torchscript"
         loaded.notes += ("exporting it with the torchscript exporter (dynamo cannot export a ScriptModule)",)

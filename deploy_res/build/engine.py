@@ -16,7 +16,7 @@ from deploy_res.build.settings import BuildSettings
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.artifact import write_artifact
 from deploy_res.core.facts import require_onnx
-from deploy_res.core.files import ensure_output_dir
+from deploy_res.core.files import output_folder
 from deploy_res.core.records import file_record
 from deploy_res.core.manifest import lineage, read_manifest
 from deploy_res.core.names import calibration_cache_name, engine_name, model_stem, precision_onnx_name
@@ -59,6 +59,13 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
         if missing:
             raise DeployResError(missing)
         settings = replace(settings, backend="openvino")
+    # A failed build removes the folders it created (a folder that was there stays as it was).
+    with output_folder(output_dir or source.parent) as folder:
+        return _build(source, folder, settings, quiet, console)
+
+
+def _build(source: Path, folder: Path, settings: BuildSettings, quiet: bool, console: Any) -> BuildEngineResult:
+    """:func:`build_engine` once its inputs are checked, into ``folder``."""
     status = _status(console, quiet)
     if settings.backend == "auto" and not settings.onnx_only and settings.device == "cpu" and unavailable("tensorrt") is not None:
         from deploy_res.build.auto import build_measured
@@ -66,7 +73,7 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
 
         candidates = cpu_candidates(settings.precision)
         if len(candidates) > 1:
-            return build_measured(candidates, lambda each: build_engine(source, output_dir, each, quiet, console), settings, status,
+            return build_measured(candidates, lambda each: build_engine(source, folder, each, quiet, console), settings, status,
                                   reference=source)
         settings = replace(settings, backend=candidates[0])
     if settings.onnx_only:
@@ -75,7 +82,6 @@ def build_engine(onnx_path: str | Path, output_dir: Optional[str | Path] = None,
         engine_backend = get_backend(settings.backend)
         backend = engine_backend.name
     _check_onnx(source)
-    folder = ensure_output_dir(output_dir or source.parent)
 
     start = time.perf_counter()
     notes: list[str] = []
