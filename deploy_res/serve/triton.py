@@ -84,6 +84,15 @@ class TritonRepository:
 
 
 
+def _check_replaceable(output: Path) -> None:
+    """A one-line error unless ``output`` is a model repository (every visible entry a model folder with a
+    ``config.pbtxt``): ``--overwrite`` replaces repositories, never a folder of someone's other files."""
+    for entry in sorted(output.iterdir()):
+        if not entry.name.startswith(".") and not (entry / "config.pbtxt").is_file():
+            raise DeployResError(f"--overwrite replaces a model repository, but {output} holds {entry.name}, which is not a model folder "
+                                 f"with a config.pbtxt; choose an empty or new -o/--output")
+
+
 def triton(engines: Sequence[str | Path], output_dir: str | Path, settings: TritonSettings = TritonSettings()) -> TritonRepository:
     """Write a Triton model repository at ``output_dir`` serving ``engines`` as ``settings`` say (see the module docstring).
 
@@ -91,7 +100,7 @@ def triton(engines: Sequence[str | Path], output_dir: str | Path, settings: Trit
     ``<model>_<precision>_<backend>``; no latency budget (``max_queue_delay_microseconds: 0``);
     ``max_batch_size`` from the batch range; one instance; threads = cores / instances; native Triton
     backends; no ensemble; engines without a passing validation refused; an existing non-empty
-    ``output_dir`` refused. ``check`` (Python-backend repositories only) then serves the repository on the
+    ``output_dir`` refused (``overwrite`` replaces one that is a model repository, never another folder). ``check`` (Python-backend repositories only) then serves the repository on the
     bundled ``tritonserver`` and compares each model's output with its engine run in-process
     (:func:`check_repository`).
     """
@@ -101,8 +110,10 @@ def triton(engines: Sequence[str | Path], output_dir: str | Path, settings: Trit
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise DeployResError(f"output path {output} exists and is not a folder; choose another -o/--output")
-    if output.is_dir() and any(output.iterdir()) and not settings.overwrite:
-        raise DeployResError(f"{output} exists and is not empty; pass --overwrite to replace it (the whole repository is replaced at once)")
+    if output.is_dir() and any(output.iterdir()):
+        if not settings.overwrite:
+            raise DeployResError(f"{output} exists and is not empty; pass --overwrite to replace it (the whole repository is replaced at once)")
+        _check_replaceable(output)
     if names and len(names) != len(engines):
         raise DeployResError(f"{len(names)} --name for {len(engines)} engines; give one name per engine, in order")
     cores = settings.cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
