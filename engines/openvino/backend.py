@@ -303,7 +303,29 @@ class OpenVINOBackend:
                 if precision == "bf16" and missing_bf16_isa():
                     notes.append(missing_bf16_isa())
                 compiled = _compile(core, source, config)
+        if own:
+            _check_runs_as_built(compiled, precision, engine_path.name)
         return OpenVINORunner(compiled, notes, time.perf_counter() - start, {"precision": precision, "threads": threads, "hint": hint})
+
+
+_RUNS = {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("u8", "i8")}
+"""The convolution runtime precisions an engine of each precision must show (some; INT8 keeps float layers)."""
+
+
+def _check_runs_as_built(compiled, precision: str, name: str) -> None:
+    """A one-line error when the compiled model's convolutions do not run at the manifest's ``precision``: FP32
+    runs every one in f32; BF16 and INT8 run at least one in bf16 / u8-i8 (BF16 on a CPU without it runs f32 and
+    is already noted; an FP32 engine on a BF16 CPU would be BF16 if the hint were lost)."""
+    conv = runtime_precisions(compiled).get("convolution") or {}
+    if not conv or (precision == "bf16" and missing_bf16_isa()):
+        return
+    kinds = {k.lower() for k in conv}
+    wanted = _RUNS.get(precision, ())
+    ok = kinds <= set(wanted) if precision == "fp32" else bool(kinds & set(wanted))
+    if not ok:
+        raise DeployResError(f"manifest says precision {precision} but OpenVINO runs {name}'s convolutions as "
+                             f"{', '.join(f'{n} {k}' for k, n in sorted(conv.items()))}: the manifest does not describe this engine; "
+                             "rebuild it with `deployres build-engine --backend openvino`")
 
 
 def _read(core, path: Path):

@@ -196,3 +196,19 @@ def test_an_engine_runs_only_on_its_own_backend(exported, tmp_path):
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "onnxruntime engine" in line and "--backend openvino is for plain ONNX files" in line
+
+
+@pytest.mark.parametrize("claimed", ["bf16", "int8"])
+def test_a_compiled_model_running_another_precision_than_claimed_is_refused(fp32_engine, claimed):
+    """The load compares what OpenVINO really runs (the runtime graph's convolution precisions) with the manifest:
+    an FP32 engine's compiled model is neither BF16 nor INT8 (on a CPU without BF16, a BF16 claim runs f32 with a
+    note instead)."""
+    from deploy_res.engines.openvino.backend import _check_runs_as_built
+
+    with load_engine(fp32_engine) as runner:
+        _check_runs_as_built(runner.compiled, "fp32", fp32_engine.name)  # what it was built as: no error
+        if claimed == "bf16" and BF16_MISSING:
+            _check_runs_as_built(runner.compiled, claimed, fp32_engine.name)
+            return
+        with pytest.raises(DeployResError, match=rf"manifest says precision {claimed} but OpenVINO runs resnet18.fp32.cpu.ov.xml's convolutions as \d+ f32"):
+            _check_runs_as_built(runner.compiled, claimed, fp32_engine.name)
