@@ -199,7 +199,7 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
     images = list_images(data)
     batches = plan_batches(batch, images)
     total = len(images)
-    from deploy_res.core.guards import check_batch
+    from deploy_res.core.guards import actor_memory, check_batch
 
     check_batch(engine, manifest, min(batch, max(total, 1)), "--batch", settings.any_batch,
                 copies=(settings.ray.actors or 1) if settings.ray else 1)  # one batch per actor at once
@@ -236,7 +236,8 @@ def infer(engine: str | Path, data: str | Path, output: str | Path, settings: In
                     pending_results: dict[int, tuple[Any, list[str]]] = {}
                     following = 0  # rows are written in batch order, as in-process
                     for index, result, batch_skipped in run_on_ray(batches, InferWorker, {"engine": str(engine.resolve()), "top_k": top_k},
-                                                                   pre, skip_bad, str(data), ray.actors, on_plan):
+                                                                   pre, skip_bad, str(data), ray.actors, on_plan,
+                                                                   actor_memory=actor_memory(engine, manifest, batch)):
                         pending_results[index] = (result, batch_skipped)
                         while following in pending_results:
                             result, batch_skipped = pending_results.pop(following)

@@ -190,6 +190,11 @@ def check_memory(batch: int, need: Footprint, what: str = "batch", copies: int =
                          f"but this machine has {_gib(available)} available ({where}); {advice}")
 
 
+def actor_memory(artifact: str | os.PathLike, manifest: Optional[Mapping[str, Any]], batch: int, copies: int = 1) -> int:
+    """Bytes one worker (a Ray actor) needs to hold ``artifact`` and run ``copies`` batches of ``batch`` at once (default 1)."""
+    return footprint(artifact, manifest).bytes_for(batch, copies)
+
+
 def check_batch(artifact: str | os.PathLike, manifest: Optional[Mapping[str, Any]], batch: int, what: str = "--batch",
                 any_batch: bool = False, copies: int = 1) -> None:
     """The guard every stage runs before allocating ``batch`` samples for ``artifact``: inside its recorded batch

@@ -249,6 +249,18 @@ def _deployres_error(exc: BaseException) -> Optional[DeployResError]:
     return None
 
 
+def _check_actor_memory(plan: ActorPlan, actor_memory: int, resources: Mapping[str, float]) -> None:
+    """One line when ``plan.actors`` actors of ``actor_memory`` bytes each exceed the cluster's schedulable memory."""
+    available = int(resources.get("memory", 0))
+    if not actor_memory or not available or plan.actors * actor_memory <= available:
+        return
+    fits = available // actor_memory
+    gib = 1024 ** 3
+    advice = f"use --actors {fits} or fewer, or a smaller --batch" if fits else "use a smaller --batch or a cluster with more memory"
+    raise DeployResError(f"{plan.actors} Ray actor(s) need about {actor_memory / gib:.1f} GiB each (engine and batches, estimated from the "
+                         f"graph) but the cluster has {available / gib:.1f} GiB of memory for tasks; {advice}")
+
+
 def run_on_ray(
     batches: Sequence[WorkBatch],
     factory: Callable[..., Any],
@@ -258,17 +270,23 @@ def run_on_ray(
     source: str = "the data",
     actors: Optional[int] = None,
     on_plan: Optional[Callable[[ActorPlan], None]] = None,
+    actor_memory: int = 0,
 ) -> Iterator[tuple[int, Any, list[str]]]:
     """Yield ``(batch index, worker result or None, skipped names)`` for every batch, as they finish.
 
     ``factory(**factory_kwargs, threads=n)`` makes each actor's worker; a
     worker is called as ``worker(arrays, labels, names)``. Needs a connected
-    Ray (:func:`ray_session`). Results arrive in any order.
+    Ray (:func:`ray_session`). Results arrive in any order. ``actor_memory``
+    (bytes one actor needs: its engine and batches, :mod:`deploy_res.core.guards`;
+    default 0: not said) is reserved per actor, and a pool that would need more
+    than the cluster's memory is a one-line error before anything starts.
     """
     ray = import_ray()
     from ray.data import ActorPoolStrategy
 
-    plan = plan_actors(ray.cluster_resources(), actors)
+    resources = ray.cluster_resources()
+    plan = plan_actors(resources, actors)
+    _check_actor_memory(plan, actor_memory, resources)
     if on_plan is not None:
         on_plan(plan)
     rows = [{"index": work.index, "work": pickle.dumps(work, protocol=5)} for work in batches]
@@ -287,6 +305,7 @@ def run_on_ray(
         compute=ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.num_cpus,
         num_gpus=plan.num_gpus or None,
+        memory=actor_memory or None,
     )
     try:
         for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):

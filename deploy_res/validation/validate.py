@@ -156,7 +156,7 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
     ``progress(done, total)`` is called after each batch; ``on_note(text)`` with what the run notices.
     ``backend`` runs a plain ONNX artifact on that backend; an engine runs on its own.
     """
-    from deploy_res.core.guards import check_batch
+    from deploy_res.core.guards import actor_memory, check_batch
     from deploy_res.engines import backend_of
 
     artifact = Path(artifact)
@@ -204,7 +204,8 @@ def validate(artifact: str | Path, settings: ValidateSettings = ValidateSettings
             kwargs = {"artifact": str(artifact.resolve()), "reference": reference, "reference_weights": reference_weights, "input_shape": input_shape,
                       "backend": settings.backend}
             with ray.session():
-                for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, settings.skip_bad_files, str(data), ray.actors, on_plan):
+                for _index, state, batch_skipped in run_on_ray(batches, ValidateWorker, kwargs, pre, settings.skip_bad_files, str(data), ray.actors, on_plan,
+                                                             actor_memory=actor_memory(artifact, manifest, batch, copies=2)):
                     collect(state, batch_skipped)
         else:
             from deploy_res.scale.work import load_batch
