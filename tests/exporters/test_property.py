@@ -43,6 +43,10 @@ EXAMPLES = int(os.environ.get("DEPLOYRES_PROPERTY_EXAMPLES", "0") or 0)
 settings.register_profile("deployres-default", max_examples=3, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("deployres-long", max_examples=max(EXAMPLES, 1), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = "deployres-long" if EXAMPLES else "deployres-default"
+NIGHTLY_EXAMPLES = 200
+"""Networks the ``nightly``-marked run draws (``python -m pytest -m nightly``), fresh ones each night."""
+settings.register_profile("deployres-nightly", max_examples=NIGHTLY_EXAMPLES, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 SIZE = 12
 """Input height and width: small, so an example costs little; every block still has spatial extent."""
@@ -165,6 +169,21 @@ def build(stem: int, blocks: tuple[Block, ...], seed: int) -> nn.Module:
 @settings(settings.get_profile(PROFILE))
 @given(network=networks())
 def test_random_residual_networks_survive_every_exporter_and_target(tmp_path_factory, network):
+    survives_every_exporter_and_target(tmp_path_factory, network)
+
+
+@pytest.mark.nightly
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(settings.get_profile("deployres-nightly"))
+@given(network=networks())
+def test_many_random_residual_networks_survive_every_exporter_and_target(tmp_path_factory, network):
+    """The nightly search: NIGHTLY_EXAMPLES random (not derandomised) networks (60 took 78 s on 2 cores)."""
+    survives_every_exporter_and_target(tmp_path_factory, network)
+
+
+def survives_every_exporter_and_target(tmp_path_factory, network) -> None:
+    """Export ``network`` with both exporters, run every optimize target, and compare each with PyTorch."""
     stem, blocks, seed = network
     net = build(stem, blocks, seed)
     x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed + 1))
