@@ -35,7 +35,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -332,7 +332,7 @@ def extract_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> "Ord
     if isinstance(state, nn.Module):
         state = state.state_dict()
     if not isinstance(state, Mapping) or not _looks_like_state_dict(state):
-        raise DeployResError(f"{path} holds no state dict (looked at the top level and under {', '.join(_WRAPPER_KEYS)}); save model.state_dict()")
+        raise DeployResError(f"weights {path.name} holds no state dict (looked at the top level and under {', '.join(_WRAPPER_KEYS)}); save model.state_dict()")
     metadata = getattr(state, "_metadata", None)
     result: OrderedDict[str, torch.Tensor] = OrderedDict(state)
     if metadata is not None:
@@ -411,6 +411,8 @@ def _file_kind(path: Path) -> Optional[str]:
         if not any(n.endswith("data.pkl") for n in names):
             return "is a zip archive but not a PyTorch checkpoint (it holds no data.pkl)"
         return None
+    if head.startswith(b"PK"):
+        return "is a damaged zip archive (torch.save writes a zip; this one cannot be opened): it was cut short or corrupted, save it again"
     if head[0] != 0x80:  # every pickle torch.save writes starts with the PROTO opcode
         return "is not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle" + (": it reads as text)" if _is_text(path) else ")")
     return None

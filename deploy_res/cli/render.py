@@ -13,11 +13,11 @@ from deploy_res.data.class_names import named
 
 @contextlib.contextmanager
 def _progress(ctx: Context, label: str):
-    """A progress bar over images; yields the ``progress(done, total)`` callback the API takes."""
+    """A progress bar over images, on a terminal only; yields the ``progress(done, total)`` callback the API takes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeRemainingColumn(),
-                  console=ctx.console, transient=True) as bar:
+                  console=ctx.console, transient=True, disable=not ctx.console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:

@@ -135,9 +135,12 @@ def read_manifest(artifact: str | os.PathLike, required: bool = False) -> Manife
             raise DeployResError(f"no manifest {path.name} beside {artifact}; export the model with `deployres export` or pass the options it would hold")
         return None
     try:
-        manifest = Manifest(json.loads(path.read_text()))
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
         raise DeployResError(f"manifest {path} is unreadable ({exc}); re-run the stage that wrote it") from None
+    if not isinstance(record, dict):
+        raise DeployResError(f"manifest {path} holds a JSON {type(record).__name__}, not an object; re-run the stage that wrote it")
+    manifest = Manifest(record)
     manifest.path = path
     return manifest
 

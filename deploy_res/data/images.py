@@ -73,7 +73,7 @@ def _bad_files_error(folder: Path, bad: list[tuple[str, str]]) -> DeployResError
     named = ", ".join(f"{name} ({why})" for name, why in bad[:_MAX_NAMED])
     more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
     return DeployResError(
-        f"{len(bad)} file(s) in {folder} are not decodable images: {named}{more}; remove them or skip them with --skip-bad-files (skip_bad=True)"
+        f"{len(bad)} file(s) in {folder} are not decodable images: {named}{more}; remove them or skip them with --skip-bad-files"
     )
 
 
@@ -109,6 +109,8 @@ def _load_files(
 def _why(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not an image"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:60]
 
@@ -244,6 +246,7 @@ def list_images(source: str | os.PathLike, labelled: bool | None = None) -> Imag
 
 def _parquet_list(path: Path) -> ImageList:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DeployResError("reading a .parquet list of images needs pyarrow: pip install 'deployres[ray]' (or pyarrow)") from None
@@ -255,7 +258,12 @@ def _parquet_list(path: Path) -> ImageList:
         raise DeployResError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0][:200]}") from None
     if "path" not in table.column_names:
         raise DeployResError(f"{path.name} has columns {table.column_names}; it needs a string 'path' column (and optionally an integer 'label')")
-    names = [str(p) for p in table.column("path").to_pylist()]
+    column = table.schema.field("path").type
+    if not (pa.types.is_string(column) or pa.types.is_large_string(column)):
+        raise DeployResError(f"{path.name}: its 'path' column holds {column}; it needs one string path per row (and optionally an integer 'label')")
+    names = table.column("path").to_pylist()
+    if any(name is None or not name for name in names):
+        raise DeployResError(f"{path.name}: its 'path' column has empty or null rows (first: row {next(i for i, n in enumerate(names) if not n)}); give every row a path")
     if not names:
         raise DeployResError(f"{path.name} lists no images")
     files = [Path(n) if Path(n).is_absolute() else path.parent / n for n in names]
