@@ -10,9 +10,11 @@
    engine within its limits).
 3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, up to
    ``max_point_seconds`` in all, unless its first run is already more than :data:`~deploy_res.tune.judge.SCREEN`
-   behind the best point meeting the budgets (deciding it could not change the answer). For each passing engine: the coarse points (:func:`~deploy_res.tune.space.coarse`), then a hill-climb
-   (:func:`~deploy_res.tune.space.neighbours` of the best point so far, until no neighbour improves or time runs
-   out). Then the best 3 points over all engines are measured once more, in turn, and each finalist's two runs are
+   behind the best point meeting the budgets (deciding it could not change the answer). Every passing engine's
+   coarse points (:func:`~deploy_res.tune.space.coarse`) are measured first; then each engine whose best corner is
+   not over ``SCREEN`` behind the best point meeting the budgets is hill-climbed
+   (:func:`~deploy_res.tune.space.neighbours` of its best point so far, until no neighbour improves or time runs
+   out): successive halving across engines. Then the best 3 points over all engines are measured once more, in turn, and each finalist's two runs are
    pooled (throughput: the mean; p99 and its interval: over every request of both).
 4. **Judging.** A point meets ``p99_ms`` only when its p99's 95 % interval lies at or below it, ``min_throughput`` on
    its measured images/s (:mod:`.judge`). The objective ranks the points that meet every budget.
@@ -205,17 +207,23 @@ def _search(source, is_onnx, folder, settings, export_settings, preprocessing, h
                   for name, precision, backend in _fallback_candidates(state, settings))
 
     passing = {n: e for n, e in state["engines"].items() if e.get("outcome") == "pass"}
-    harness_used = state.get("harness_used")
     if passing and not clock.out():
         inputs = _request_inputs(settings, build_from, next(iter(passing.values()))["path"])
         runner = open_harness(harness, folder / "serve", cores, notes.append)
-        state["harness_used"] = harness_used = runner.kind
+        state["harness_used"] = runner.kind
         state["tool"] = runner.tool
         try:
+            # Successive halving across engines: every engine's coarse corners first, then a hill-climb only for
+            # the engines whose best corner could still win.
             for name, entry in passing.items():
-                if clock.out():
-                    break
-                _climb(name, entry, runner, inputs, settings, cores, state, folder, clock, step)
+                _measure_points(name, entry, coarse(cores, entry.get("top_batch") or TOP_BATCH), runner, inputs, settings, state, folder, clock, step)
+            for name, entry in passing.items():
+                behind = _screened_out(state, name, settings)
+                if behind:
+                    step(behind)
+                    notes.append(behind)
+                elif not clock.out():
+                    _climb(name, entry, runner, inputs, settings, cores, state, folder, clock, step)
             _finals(runner, inputs, settings, state, folder, clock, step)
         finally:
             runner.close()
@@ -365,44 +373,67 @@ def _point(state: dict, engine: str, serving: Serving, settings: TuneSettings) -
     return _figures(engine, serving, runs, settings) if runs else None
 
 
+def _measure_points(name, entry, points, runner, inputs, settings: TuneSettings, state: dict, folder: Path, clock: _Clock, step) -> None:
+    """Measure each of ``points`` of engine ``name`` not measured yet, kept in ``state`` as they come. A point whose
+    p99 budget its first run cannot decide is served longer (up to ``max_point_seconds``) unless that run is over
+    :data:`~deploy_res.tune.judge.SCREEN` behind the best point meeting the budgets."""
+    for serving in points:
+        if _point_id(name, serving) in state["points"]:
+            continue
+        if clock.out():
+            return
+        runs = [_measure(runner, entry, serving, inputs, settings, step)]
+        leader = _leader(state, settings)
+        first = _figures(name, serving, runs, settings)
+        contender = judging.could_win(first, leader, settings.objective)
+        if _undecided(first) and not contender:
+            step(f"{entry['name']}: {serving.key} not served longer: {judging.objective_value(first, settings.objective):.1f} is "
+                 f"over {judging.SCREEN:.0%} behind the best point meeting the budgets ({judging.objective_value(leader, settings.objective):.1f})")
+        figures = first
+        while contender and _undecided(figures) and not clock.out():
+            spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
+            longer = min(settings.max_point_seconds - spent, max(settings.seconds, _seconds_for(2 * BOUNDING_REQUESTS - requests, requests, spent)))
+            if longer < settings.seconds / 2:
+                break
+            step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {requests} requests")
+            runs.append(_measure(runner, entry, serving, inputs, settings, lambda _m: None, seconds=longer))
+            figures = _figures(name, serving, runs, settings)
+        state["points"][_point_id(name, serving)] = runs
+        state["measured"] = state.get("measured", 0) + 1
+        save_state(folder, state)
+
+
+def _best_of(state: dict, name: str, settings: TuneSettings) -> Optional[dict[str, Any]]:
+    """Engine ``name``'s best measured point by the objective (None: none measured)."""
+    points = [p for p in (_point(state, name, Serving(**_serving_of(k)), settings) for k in _keys(state, name)) if p]
+    return max(points, key=lambda p: judging.score(p, settings.objective)) if points else None
+
+
+def _screened_out(state: dict, name: str, settings: TuneSettings) -> Optional[str]:
+    """Why engine ``name`` is not hill-climbed (None: it is): its best coarse point is over
+    :data:`~deploy_res.tune.judge.SCREEN` behind the best point of another engine that meets the budgets."""
+    best, leader = _best_of(state, name, settings), _leader(state, settings)
+    if best is None or leader is None or leader["engine"] == name or judging.could_win(best, leader, settings.objective):
+        return None
+    value = judging.objective_value
+    return (f"{name} not searched further: its best corner ({value(best, settings.objective):.1f}) is over {judging.SCREEN:.0%} behind "
+            f"{leader['engine']} {leader['key']} ({value(leader, settings.objective):.1f}), which meets the budgets")
+
+
 def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, state: dict, folder: Path, clock: _Clock, step) -> None:
-    """Coarse points, then hill-climb from the best one (measured points are kept in ``state`` as they come)."""
+    """Coarse points (measured already when screened), then hill-climb from the best one."""
     top = entry.get("top_batch") or TOP_BATCH
 
     def measure(points) -> None:
-        for serving in points:
-            if _point_id(name, serving) in state["points"]:
-                continue
-            if clock.out():
-                return
-            runs = [_measure(runner, entry, serving, inputs, settings, step)]
-            leader = _leader(state, settings)
-            first = _figures(name, serving, runs, settings)
-            if _undecided(first) and not judging.could_win(first, leader, settings.objective):
-                step(f"{entry['name']}: {serving.key} not served longer: {judging.objective_value(first, settings.objective):.1f} is "
-                     f"over {judging.SCREEN:.0%} behind the best point meeting the budgets ({judging.objective_value(leader, settings.objective):.1f})")
-            while _undecided(_figures(name, serving, runs, settings)) and judging.could_win(first, leader, settings.objective) and not clock.out():
-                spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
-                longer = min(settings.max_point_seconds - spent, max(settings.seconds, _seconds_for(2 * BOUNDING_REQUESTS - requests, requests, spent)))
-                if longer < settings.seconds / 2:
-                    break
-                step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {requests} requests")
-                runs.append(_measure(runner, entry, serving, inputs, settings, lambda _m: None, seconds=longer))
-            state["points"][_point_id(name, serving)] = runs
-            state["measured"] = state.get("measured", 0) + 1
-            save_state(folder, state)
-
-    def best() -> Optional[dict[str, Any]]:
-        points = [p for p in (_point(state, name, Serving(**_serving_of(k)), settings) for k in _keys(state, name)) if p]
-        return max(points, key=lambda p: judging.score(p, settings.objective)) if points else None
+        _measure_points(name, entry, points, runner, inputs, settings, state, folder, clock, step)
 
     measure(coarse(cores, top))
-    current = best()
+    current = _best_of(state, name, settings)
     visited: set[str] = set()
     while current is not None and not clock.out() and current["key"] not in visited:
         visited.add(current["key"])
         measure(neighbours(Serving(**_serving_of(current["key"])), cores, top))
-        better = best()
+        better = _best_of(state, name, settings)
         if better is None or judging.score(better, settings.objective) <= judging.score(current, settings.objective):
             break
         current = better
