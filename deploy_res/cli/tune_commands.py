@@ -31,7 +31,7 @@ DEFAULTS = TuneSettings(data="-")
 @click.option("--cores", type=click.IntRange(1), help="Cores the serving configurations may use [default: this machine's].")
 @click.option("--seconds", default=DEFAULTS.seconds, type=click.FloatRange(0, min_open=True), help="Served seconds per measured point.")
 @click.option("--max-point-seconds", default=DEFAULTS.max_point_seconds, type=click.FloatRange(0, min_open=True),
-              help="A point whose p99 budget is inconclusive is served longer, up to this many seconds in all.")
+              help="A point whose p99 budget is inconclusive is served longer, up to this many seconds in all (one that would need more is left inconclusive).")
 @click.option("--budget-minutes", type=click.FloatRange(0, min_open=True), help="Stop searching after this long and answer with the best so far.")
 @click.option("--triton", type=click.Path(file_okay=False), help="Also write the chosen configuration as a Triton repository here and check it served.")
 @click.option("--harness", type=click.Choice(("auto", "triton", "in-process")), default="auto",

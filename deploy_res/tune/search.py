@@ -8,9 +8,11 @@
    ONNX it comes from, with ``max_top1_drop`` as its top-1 drop limit when given. Only a PASS is ever timed; FAIL and
    INCONCLUSIVE engines are listed with their verdict line (INCONCLUSIVE is not a pass: the data could not show the
    engine within its limits).
-3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, up to
-   ``max_point_seconds`` in all, unless its first run is already more than :data:`~deploy_res.tune.judge.SCREEN`
-   behind the best point meeting the budgets (deciding it could not change the answer). Every passing engine's
+3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, for the
+   requests its interval's width says would decide it (:func:`_requests_to_decide`), up to ``max_point_seconds`` in
+   all; not when deciding it would take longer than that (its p99 lies too near the budget), nor when its first run
+   is already more than :data:`~deploy_res.tune.judge.SCREEN` behind the best point meeting the budgets (deciding it
+   could not change the answer). Every passing engine's
    coarse points (:func:`~deploy_res.tune.space.coarse`) are measured first; then each engine whose best corner is
    not over ``SCREEN`` behind the best point meeting the budgets is hill-climbed
    (:func:`~deploy_res.tune.space.neighbours` of its best point so far, until no neighbour improves or time runs
@@ -392,7 +394,13 @@ def _measure_points(name, entry, points, runner, inputs, settings: TuneSettings,
         figures = first
         while contender and _undecided(figures) and not clock.out():
             spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
-            longer = min(settings.max_point_seconds - spent, max(settings.seconds, _seconds_for(2 * BOUNDING_REQUESTS - requests, requests, spent)))
+            needed = _requests_to_decide(figures, settings.p99_ms)
+            left = settings.max_point_seconds - spent
+            if needed > requests and _seconds_for(needed - requests, requests, spent) > left:
+                step(f"{entry['name']}: {serving.key} left undecided: its p99 {figures['p99_ms']:.1f} ms is so near the {settings.p99_ms:g} ms "
+                     f"budget that about {needed:.0f} requests would decide it, more than --max-point-seconds {settings.max_point_seconds:g} gives")
+                break
+            longer = min(left, max(settings.seconds, _seconds_for(1.2 * needed - requests, requests, spent)))
             if longer < settings.seconds / 2:
                 break
             step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {requests} requests")
@@ -443,7 +451,23 @@ BOUNDING_REQUESTS = 368
 """Fewest requests whose order statistics bound a p99 from above at 95 % (1 - 0.99**368 > 0.975)."""
 
 
-def _seconds_for(more: int, requests: int, spent: float) -> float:
+def _requests_to_decide(point: dict[str, Any], budget: float) -> float:
+    """About how many requests would decide an undecided p99 budget: at least 2 x :data:`BOUNDING_REQUESTS`; once the
+    interval has both sides, as many as shrink its side facing the budget to the p99's distance from it (the width
+    of an order-statistic interval falls as 1/sqrt(requests)). A p99 exactly at the budget: infinitely many."""
+    low, high = point["p99_interval_ms"]
+    p99, requests = point["p99_ms"], point["requests"]
+    floor = 2 * BOUNDING_REQUESTS
+    if low is None or high is None or p99 is None:
+        return float(floor)
+    distance = abs(budget - p99)
+    side = (high - p99) if p99 <= budget else (p99 - low)
+    if distance == 0:
+        return float("inf")
+    return max(float(floor), requests * (side / distance) ** 2)
+
+
+def _seconds_for(more: float, requests: int, spent: float) -> float:
     """Seconds ``more`` requests take at the rate measured so far."""
     return more * spent / max(1, requests)
 

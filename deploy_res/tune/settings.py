@@ -31,7 +31,8 @@ class TuneSettings:
     cores: cores the serving configurations may use (default: the CPUs this process may use).
     seconds: served seconds per measured point (default 3); the finalists are measured again, alternating.
     max_point_seconds: a point whose p99 budget is INCONCLUSIVE (an interval straddling it, or too few requests to
-        bound a p99: 368 at 95 %) is served again, ``seconds`` at a time, up to this many seconds in all (default 60).
+        bound a p99: 368 at 95 %) is served again for the requests its interval's width says would decide it, up to
+        this many seconds in all (default 60); one that would need longer is left INCONCLUSIVE at once.
     budget_minutes: stop searching after this long and answer with the best so far (default None: no cap).
     triton: also write the chosen configuration as a Triton repository there and check it served (default None).
     """

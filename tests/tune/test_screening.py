@@ -1,5 +1,7 @@
-"""Successive halving across engines: an engine whose best corner is over SCREEN behind the best point another
-engine has that meets the budgets is not hill-climbed; the leader's engine and engines close to it are."""
+"""The search's two economies. Successive halving across engines: an engine whose best corner is over SCREEN behind
+the best point another engine has that meets the budgets is not hill-climbed; the leader's engine and engines close
+to it are. Serving longer: an undecided p99 is served for the requests its interval's width says would decide it,
+and not at all when that is more than --max-point-seconds gives."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy_res.tune.search import _screened_out
+from deploy_res.tune.judge import judge, latency_figures
+from deploy_res.tune.search import BOUNDING_REQUESTS, _requests_to_decide, _screened_out
 from deploy_res.tune.settings import TuneSettings
 from deploy_res.tune.space import Serving
 
@@ -40,3 +43,34 @@ def test_an_engine_close_to_the_leader_or_without_a_leader_is_climbed():
     assert _screened_out(_state(fast=_run(100.0), slow=_run(50.0, seed=1)), "slow", impossible) is None
     # a slower engine whose corner misses the budget is judged on throughput all the same: far behind, not climbed
     assert _screened_out(_state(fast=_run(100.0), slow=_run(50.0, p99_scale=500.0, seed=1)), "slow", settings)
+
+
+def _lognormal(n: int, rng) -> list:
+    return list(rng.lognormal(np.log(5.0), 0.3, n))
+
+
+TRUE_P99 = float(np.exp(np.log(5.0) + 0.3 * 2.3263))
+"""The 99th percentile of those latencies (ms)."""
+
+
+def test_requests_to_decide_grow_as_the_p99_nears_the_budget():
+    rng = np.random.default_rng(0)
+    few = latency_figures(_lognormal(100, rng))  # no upper side yet: at least twice the bounding requests
+    assert few["p99_interval_ms"][1] is None and _requests_to_decide(few, 10.0) == 2 * BOUNDING_REQUESTS
+    point = latency_figures(_lognormal(2000, rng))
+    assert _requests_to_decide(point, point["p99_ms"]) == float("inf")
+    near, far = _requests_to_decide(point, point["p99_ms"] * 1.02), _requests_to_decide(point, point["p99_ms"] * 1.2)
+    assert near > far >= 2 * BOUNDING_REQUESTS
+
+
+def test_the_forecast_decides_most_budgets_it_is_given_the_requests_for():
+    """Served 1.2x the forecast (as the search does), a fresh sample decides the budget in most trials: the forecast is
+    neither wildly short (serving in vain) nor wildly long (a point dropped that could have been decided)."""
+    rng = np.random.default_rng(1)
+    for factor in (0.95, 1.05):
+        budget, decided = TRUE_P99 * factor, 0
+        for _ in range(30):
+            need = _requests_to_decide(latency_figures(_lognormal(1000, rng)), budget)
+            again = latency_figures(_lognormal(int(1.2 * need), rng))
+            decided += judge(again, budget, None)["checks"][0]["outcome"] != "inconclusive"
+        assert decided >= 15, (factor, decided)
