@@ -40,15 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MODEL = "resnet50"
 
 
-def isa_name() -> str:
-    from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
-
-    isa = set(cpu_fingerprint()["isa"])
-    parts = ["avx512" if "avx512f" in isa else "avx2" if "avx2" in isa else "sse"]
-    parts += [f for f in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in isa]
-    return "+".join(parts)
-
-
 def prepare(work: Path, input_size: tuple[int, int, int]) -> tuple[Path, Path, Path]:
     """The photo-BN checkpoint, 256 held-out photo crops (validation, requests) and 128 calibration crops."""
     from deploy_res.data.photos import sample_inputs
@@ -226,6 +217,8 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
 
     cpu = cpu_fingerprint()
     tune_fig, default_fig, sweep_fig = figures["tune"], figures["default"], figures.get("sweep")
+    from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
+
     lines = [f"# bench_tune on {cpu.get('model') or cpu.get('cpu')} ({isa_name()}), {cores} cores", "",
              f"`python benchmarks/bench_tune.py --input-size {args.input_size} --p99-ms {args.p99_ms:g} --concurrency {args.concurrency} "
              f"--seconds {args.seconds:g} --precision {args.precision or 'default'} --backend {args.backend or 'default'} --rounds {args.rounds}"
@@ -257,6 +250,8 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
     if best:
         lines.append(f"- the sweep's best during the sweep: {best['engine']} {best['key']}, {best['throughput']:.1f} img/s, p99 {best['p99_ms']:.1f} ms")
     text = "\n".join(lines) + "\n"
+    from bench_cpu_backends import isa_name
+
     target = Path(__file__).resolve().parent / "results" / f"bench_tune_{isa_name()}.md"
     target.write_text(text)
     print(text)

@@ -189,10 +189,9 @@ def _guard_calibration(source: Path, count: int, dims: list) -> None:
     """A one-line error before loading when the calibration samples would not fit in memory (they are held at once,
     as float32, beside the model being calibrated; :mod:`deploy_res.core.guards`)."""
     from deploy_res.core.guards import Footprint, check_memory
-    from deploy_res.data.images import _image_files
-    from deploy_res.data.inputs import _array_rows
+    from deploy_res.data.inputs import samples_held
 
-    held = _array_rows(source) if source.is_file() else len(_image_files(source)) if source.is_dir() else None
+    held = samples_held(source)
     held = min(count, held) if held is not None else count
     per_sample = 4 * int(np.prod([d or 1 for d in dims[1:]]))
     check_memory(held, Footprint(inputs=2 * per_sample, source="the calibration input's shape, loaded and batched"), "--calib-samples")

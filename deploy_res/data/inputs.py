@@ -131,6 +131,15 @@ def check_source(source: str | os.PathLike, count: int | None = None, what: str 
         raise DeployResError(f"{what} folder {path} holds {len(files)} files, fewer than the {count} samples asked for; add images or ask for fewer samples")
 
 
+def samples_held(source: str | os.PathLike) -> int | None:
+    """How many samples ``source`` holds, read without decoding: an array file's rows (:func:`_array_rows`), a
+    folder's files; None when that cannot be told (a missing path, unreadable headers)."""
+    path = Path(source)
+    if path.is_file():
+        return _array_rows(path)
+    return len(_image_files(path)) if path.is_dir() else None
+
+
 def _array_rows(path: Path) -> int | None:
     """Samples in a ``.npy`` (its first dimension) or ``.npz`` (the longest array but ``labels``), read from the
     array headers alone; None when they cannot be read (:func:`load_array_file` then says why)."""
