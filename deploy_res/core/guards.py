@@ -195,6 +195,17 @@ def actor_memory(artifact: str | os.PathLike, manifest: Optional[Mapping[str, An
     return footprint(artifact, manifest).bytes_for(batch, copies)
 
 
+def check_pool(workers: int, each: int, available: int, where: str) -> None:
+    """A one-line error when ``workers`` workers (Ray actors) of ``each`` bytes need more than ``available`` bytes
+    (``where``: what that figure is); 0 for ``each`` or ``available`` means not known, and nothing is checked."""
+    if not each or not available or workers * each <= available:
+        return
+    fits = available // each
+    advice = f"use --actors {fits} or fewer, or a smaller --batch" if fits else "use a smaller --batch or a cluster with more memory"
+    raise DeployResError(f"{workers} Ray actor(s) need about {_gib(each)} each (engine and batches, estimated from the graph) "
+                         f"but {where} has {_gib(available)}; {advice}")
+
+
 def check_batch(artifact: str | os.PathLike, manifest: Optional[Mapping[str, Any]], batch: int, what: str = "--batch",
                 any_batch: bool = False, copies: int = 1) -> None:
     """The guard every stage runs before allocating ``batch`` samples for ``artifact``: inside its recorded batch

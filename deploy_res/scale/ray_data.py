@@ -251,14 +251,9 @@ def _deployres_error(exc: BaseException) -> Optional[DeployResError]:
 
 def _check_actor_memory(plan: ActorPlan, actor_memory: int, resources: Mapping[str, float]) -> None:
     """One line when ``plan.actors`` actors of ``actor_memory`` bytes each exceed the cluster's schedulable memory."""
-    available = int(resources.get("memory", 0))
-    if not actor_memory or not available or plan.actors * actor_memory <= available:
-        return
-    fits = available // actor_memory
-    gib = 1024 ** 3
-    advice = f"use --actors {fits} or fewer, or a smaller --batch" if fits else "use a smaller --batch or a cluster with more memory"
-    raise DeployResError(f"{plan.actors} Ray actor(s) need about {actor_memory / gib:.1f} GiB each (engine and batches, estimated from the "
-                         f"graph) but the cluster has {available / gib:.1f} GiB of memory for tasks; {advice}")
+    from deploy_res.core.guards import check_pool
+
+    check_pool(plan.actors, actor_memory, int(resources.get("memory", 0)), "the cluster's memory for tasks")
 
 
 def run_on_ray(
