@@ -142,11 +142,18 @@ def runtime_precisions(compiled) -> dict[str, Any]:
     return {"inference_precision_hint": hint, "convolution": dict(conv), "by_layer_type": {k: dict(v) for k, v in sorted(counts.items())}}
 
 
+_PRECISION_OF = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f32": "fp32", "f16": "fp16"}
+"""The engine precision each OpenVINO runtime precision of a convolution belongs to."""
+
+
+def _precisions_run(runtime: Mapping[str, Any]) -> set[str]:
+    """The engine precisions (:data:`_PRECISION_OF`) the convolutions of ``runtime`` (:func:`runtime_precisions`) run in."""
+    return {_PRECISION_OF.get(k.lower(), k.lower()) for k in runtime.get("convolution") or {}}
+
+
 def precision_run(runtime: Mapping[str, Any]) -> str:
     """The precision the convolutions run in: ``int8``, ``bf16``, ``fp32`` or ``mixed``."""
-    conv = runtime.get("convolution") or {}
-    kinds = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f32": "fp32", "f16": "fp16"}
-    run = {kinds.get(k, k) for k in conv}
+    run = _precisions_run(runtime)
     return run.pop() if len(run) == 1 else ("mixed" if run else "unknown")
 
 
@@ -308,21 +315,17 @@ class OpenVINOBackend:
         return OpenVINORunner(compiled, notes, time.perf_counter() - start, {"precision": precision, "threads": threads, "hint": hint})
 
 
-_RUNS = {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("u8", "i8")}
-"""The convolution runtime precisions an engine of each precision must show (some; INT8 keeps float layers)."""
-
-
 def _check_runs_as_built(compiled, precision: str, name: str) -> None:
     """A one-line error when the compiled model's convolutions do not run at the manifest's ``precision``: FP32
     runs every one in f32; BF16 and INT8 run at least one in bf16 / u8-i8 (BF16 on a CPU without it runs f32 and
     is already noted; an FP32 engine on a BF16 CPU would be BF16 if the hint were lost)."""
-    conv = runtime_precisions(compiled).get("convolution") or {}
-    if not conv or (precision == "bf16" and missing_bf16_isa()):
+    runtime = runtime_precisions(compiled)
+    run = _precisions_run(runtime)
+    if not run or (precision == "bf16" and missing_bf16_isa()):
         return
-    kinds = {k.lower() for k in conv}
-    wanted = _RUNS.get(precision, ())
-    ok = kinds <= set(wanted) if precision == "fp32" else bool(kinds & set(wanted))
+    ok = run == {"fp32"} if precision == "fp32" else precision in run
     if not ok:
+        conv = runtime["convolution"]
         raise DeployResError(f"manifest says precision {precision} but OpenVINO runs {name}'s convolutions as "
                              f"{', '.join(f'{n} {k}' for k, n in sorted(conv.items()))}: the manifest does not describe this engine; "
                              "rebuild it with `deployres build-engine --backend openvino`")
