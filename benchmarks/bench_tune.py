@@ -213,12 +213,11 @@ def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> 
 
 
 def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, figures, alone, contenders) -> None:
+    from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
     from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
 
     cpu = cpu_fingerprint()
     tune_fig, default_fig, sweep_fig = figures["tune"], figures["default"], figures.get("sweep")
-    from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
-
     lines = [f"# bench_tune on {cpu.get('model') or cpu.get('cpu')} ({isa_name()}), {cores} cores", "",
              f"`python benchmarks/bench_tune.py --input-size {args.input_size} --p99-ms {args.p99_ms:g} --concurrency {args.concurrency} "
              f"--seconds {args.seconds:g} --precision {args.precision or 'default'} --backend {args.backend or 'default'} --rounds {args.rounds}"
@@ -250,8 +249,6 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
     if best:
         lines.append(f"- the sweep's best during the sweep: {best['engine']} {best['key']}, {best['throughput']:.1f} img/s, p99 {best['p99_ms']:.1f} ms")
     text = "\n".join(lines) + "\n"
-    from bench_cpu_backends import isa_name
-
     target = Path(__file__).resolve().parent / "results" / f"bench_tune_{isa_name()}.md"
     target.write_text(text)
     print(text)

@@ -12,12 +12,11 @@
    requests its interval's width says would decide it (:func:`_requests_to_decide`), up to ``max_point_seconds`` in
    all; not when deciding it would take longer than that (its p99 lies too near the budget), nor when its first run
    is already more than :data:`~deploy_res.tune.judge.SCREEN` behind the best point meeting the budgets (deciding it
-   could not change the answer). Every passing engine's
-   coarse points (:func:`~deploy_res.tune.space.coarse`) are measured first; then each engine whose best corner is
-   not over ``SCREEN`` behind the best point meeting the budgets is hill-climbed
-   (:func:`~deploy_res.tune.space.neighbours` of its best point so far, until no neighbour improves or time runs
-   out): successive halving across engines. Then the best 3 points over all engines are measured once more, in turn, and each finalist's two runs are
-   pooled (throughput: the mean; p99 and its interval: over every request of both).
+   could not change the answer). Every passing engine's coarse points (:func:`~deploy_res.tune.space.coarse`) are
+   measured first; then each engine whose best corner is not over ``SCREEN`` behind the best point meeting the
+   budgets is hill-climbed (:func:`~deploy_res.tune.space.neighbours` of its best point so far, until no neighbour
+   improves or time runs out): successive halving across engines. Then the best 3 points over all engines are
+   measured once more, in turn, and each finalist's two runs are pooled (throughput: the mean; p99 and its interval: over every request of both).
 4. **Judging.** A point meets ``p99_ms`` only when its p99's 95 % interval lies at or below it, ``min_throughput`` on
    its measured images/s (:mod:`.judge`). The objective ranks the points that meet every budget.
 
