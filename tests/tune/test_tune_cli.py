@@ -5,6 +5,7 @@ that meets the budget on its interval, the chosen engine's manifest, resume, and
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -117,8 +118,12 @@ def test_a_point_too_brief_to_judge_its_p99_is_served_longer(on_path, tmp_path):
     assert "s more: its p99 budget is undecided" in result.output
     decided = [p for p in report["points"] if p["requests"] >= 368]
     assert decided and all(p["p99_interval_ms"][1] is not None and p["judgement"]["meets"] for p in decided)
-    # a point left undecided was screened out: its short run was over 10 % behind a point meeting the budget
-    best = max(p["throughput"] for p in decided)
+    # a point left undecided was screened out: its short run was over 10 % behind the point leading when it was
+    # measured (the leader then; finalists' pooled runs may move the leader's figure later)
+    screened = {m["key"]: (float(m["value"]), float(m["leader"])) for m in re.finditer(
+        r"fp32-onnxruntime: (?P<key>\S+) not served longer: (?P<value>[\d.]+) is over 10% behind the best point meeting the budgets \((?P<leader>[\d.]+)\)",
+        result.output)}
     for point in report["points"]:
         if point not in decided:
-            assert point["throughput"] < 0.9 * best and not point["judgement"]["meets"] and "not served longer" in result.output
+            value, leader = screened[point["key"]]
+            assert abs(value - point["throughput"]) <= 0.05 and value < 0.9 * leader and not point["judgement"]["meets"]
