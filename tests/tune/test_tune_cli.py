@@ -126,4 +126,4 @@ def test_a_point_too_brief_to_judge_its_p99_is_served_longer(on_path, tmp_path):
     for point in report["points"]:
         if point not in decided:
             value, leader = screened[point["key"]]
-            assert abs(value - point["throughput"]) <= 0.05 and value < 0.9 * leader and not point["judgement"]["meets"]
+            assert abs(value - point["throughput_runs"][0]) <= 0.05 and value < 0.9 * leader and not point["judgement"]["meets"]  # its first run
