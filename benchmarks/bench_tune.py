@@ -5,9 +5,9 @@ CPU, served through the tritonserver nvidia-pytriton bundles at ``--concurrency`
 
   tune      ``deploy_res.tune.tune`` with ``--p99-ms`` at ``--concurrency``, harness ``triton``: its chosen point and
             its wall time (export, builds and validation included).
-  sweep     every serving configuration of :func:`deploy_res.tune.space.exhaustive` for every engine the tune
-            validated as PASS (same engines, same harness, same seconds per point); its best point meeting the
-            budget, judged the same way. Its time = the tune's engine phase (export, build, validate: a sweep needs
+  sweep     every serving configuration of :func:`deploy_res.tune.space.exhaustive` (with streams for OpenVINO)
+            for every engine the tune validated as PASS (same engines, same harness, same seconds per point); its
+            best point meeting the budget, judged the same way. Its time = the tune's engine phase (export, build, validate: a sweep needs
             them too) + the time its points took.
   default   ``deployres run --int8``'s engine (INT8, ``--backend auto``) served with ``deployres triton``'s
             defaults (1 instance on every core, max batch = the top of the batch range, no queue delay).
@@ -82,7 +82,7 @@ def serving_of(point: dict):
     from deploy_res.tune.space import Serving
 
     s = point["serving"]
-    return Serving(s["instances"], s["threads"], s["max_batch"], s["queue_delay_us"])
+    return Serving(s["instances"], s["threads"], s["max_batch"], s["queue_delay_us"], s.get("streams", 1))
 
 
 def main() -> None:
@@ -148,7 +148,7 @@ def main() -> None:
     try:
         for name, entry in passing.items():
             top = entry.get("top_batch") or 16
-            for serving in exhaustive(cores, top):
+            for serving in exhaustive(cores, top, streams=entry["backend"] == "openvino"):
                 run = harness.measure(Path(entry["path"]), served_name(entry["path"], entry["backend"], entry["precision"]), serving, inputs,
                                       args.concurrency, args.seconds)
                 swept.append(judged(name, serving, [run], args.p99_ms))
@@ -198,9 +198,8 @@ def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> 
     from deploy_res.core.manifest import read_manifest
     from deploy_res.core.names import served_name
     from deploy_res.tune.measure import TritonHarness
-    from deploy_res.tune.space import Serving
 
-    s = Serving(serving["instances"], serving["threads"], serving["max_batch"], serving["queue_delay_us"])
+    s = serving_of({"serving": serving})
     manifest = read_manifest(engine) or {}
     harness = TritonHarness(work / "serve-alone", cores)
     try:
@@ -231,7 +230,8 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
     for label, fig in figures.items():
         s = contenders[label]["serving"]
         low, high = fig["p99_interval_ms"]
-        row = (f"| {label} | {contenders[label]['engine']} | {s.instances} x {s.threads}, max batch {s.max_batch}, delay {s.queue_delay_us} us | "
+        streams = f" in {s.streams} streams" if s.streams > 1 else ""
+        row = (f"| {label} | {contenders[label]['engine']} | {s.instances} x {s.threads}{streams}, max batch {s.max_batch}, delay {s.queue_delay_us} us | "
                f"{fig['throughput']:.1f} | {fig['p99_ms']:.1f} [{low:.1f}, {'-' if high is None else f'{high:.1f}'}] | "
                f"{'yes' if fig['judgement']['meets'] else 'no'} |")
         if alone:

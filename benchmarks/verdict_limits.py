@@ -137,7 +137,7 @@ def main() -> None:
            "Drops are reference minus engine (positive = the engine is worse); intervals are 95 %.\n"]
     network("digits", digits, out, args.damage)
     network("photos", photos, out, args.damage)
-    path = args.output or HERE / "results" / f"verdict_limits_{isa_name().replace('+', '-')}.md"
+    path = args.output or HERE / "results" / f"verdict_limits_{isa_name()}.md"
     path.write_text("\n".join(out) + "\n")
     print(f"wrote {path}")
 

@@ -18,6 +18,7 @@ from deploy_res.cli.options import BATCH_SIZES
 @click.option("--max-batch-size", type=click.IntRange(1), help="max_batch_size [default: the top of the manifest's batch range].")
 @click.option("--instances", type=click.IntRange(1), help="Instances per model [default: 1].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per instance [default: cores / instances].")
+@click.option("--streams", type=click.IntRange(1), help="OpenVINO streams per instance, sharing its threads (with --python-backend) [default: 1].")
 @click.option("--cores", type=click.IntRange(1), help="Cores of the serving machine [default: this machine's].")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line: label_filename for classification [default: the class names the manifest records, if any].")
 @click.option("--python-backend", is_flag=True, help="Serve through Triton's Python backend with deployres' own runner.")
@@ -36,6 +37,7 @@ def triton_command(ctx: Context, engines, output_dir, **options) -> None:
         detail = f"max_batch_size {model['max_batch_size']}"
         if "instances" in model:
             threads_note = f" x {model['threads']} threads" if model.get("threads") else ""
+            threads_note += f" in {model['streams']} streams" if (model.get("streams") or 1) > 1 else ""
             detail += f", queue delay {model['max_queue_delay_us']} us ({model['queue_delay_from']}), {model['instances']} instance(s){threads_note}, validation {model['validation']}"
         ctx.console.print(f"{model['name']} [dim]({model['backend']})[/]: {detail}")
     for note in result.notes:

@@ -77,6 +77,26 @@ def _bad_files_error(folder: Path, bad: list[tuple[str, str]]) -> DeployResError
     )
 
 
+def _decode(files: Sequence[Path], names: Sequence[str], pre: Preprocessing, count: int | None = None
+            ) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
+    """Decode and preprocess ``files`` in order until ``count`` good ones (default None: all): arrays, their
+    positions in ``files``, and the (name, why) of each file that failed."""
+    arrays: list[np.ndarray] = []
+    kept: list[int] = []
+    bad: list[tuple[str, str]] = []
+    for position, (path, name) in enumerate(zip(files, names)):
+        if count is not None and len(arrays) >= count:
+            break
+        try:
+            image = decode_image(Path(path))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            bad.append((name, _why(exc)))
+            continue
+        arrays.append(preprocess_image(image, pre))
+        kept.append(position)
+    return arrays, kept, bad
+
+
 def _load_files(
     folder: Path,
     files: Sequence[Path],
@@ -85,25 +105,11 @@ def _load_files(
     skip_bad: bool,
 ) -> tuple[list[np.ndarray], list[str], list[int], list[str]]:
     """Decode files in order until ``count`` good ones (all when None); return arrays, names, indices, skipped."""
-    arrays: list[np.ndarray] = []
-    names: list[str] = []
-    indices: list[int] = []
-    bad: list[tuple[str, str]] = []
-    for index, path in enumerate(files):
-        if count is not None and len(arrays) >= count:
-            break
-        name = path.relative_to(folder).as_posix()
-        try:
-            image = decode_image(path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            bad.append((name, _why(exc)))
-            continue
-        arrays.append(preprocess_image(image, pre))
-        names.append(name)
-        indices.append(index)
+    names = [path.relative_to(folder).as_posix() for path in files]
+    arrays, indices, bad = _decode(files, names, pre, count)
     if bad and not skip_bad:
         raise _bad_files_error(folder, bad)
-    return arrays, names, indices, [name for name, _ in bad]
+    return arrays, [names[i] for i in indices], indices, [name for name, _ in bad]
 
 
 def _why(exc: BaseException) -> str:
@@ -282,15 +288,7 @@ def decode_images(files: Sequence[Path], names: Sequence[str], pre: Preprocessin
     A file that fails to decode is an error naming it (as every loader here
     does) unless ``skip_bad``; then it is left out and listed.
     """
-    arrays, kept, bad = [], [], []
-    for position, (path, name) in enumerate(zip(files, names)):
-        try:
-            image = decode_image(Path(path))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            bad.append((name, _why(exc)))
-            continue
-        arrays.append(preprocess_image(image, pre))
-        kept.append(position)
+    arrays, kept, bad = _decode(files, names, pre)
     if bad and not skip_bad:
         raise _bad_files_error(Path(source), bad)
     return (np.stack(arrays) if arrays else None), kept, [name for name, _ in bad]

@@ -31,8 +31,9 @@ SPEC_FILE = "deployres.serve.json"
 """Written beside ``engine/`` in a Python-backend model's version folder: which file to load and how."""
 
 
-def load_served_engine(version_dir: str | Path, threads: Optional[int] = None):
-    """Load the engine a Python-backend model ships (see the module docstring); returns ``(runner, notes)``."""
+def load_served_engine(version_dir: str | Path, threads: Optional[int] = None, streams: Optional[int] = None):
+    """Load the engine a Python-backend model ships (see the module docstring) with ``threads`` (default None: the
+    engine's) and, for OpenVINO, ``streams`` (default None: one); returns ``(runner, notes)``."""
     from deploy_res.core.errors import DeployResError
     from deploy_res.engines import load_engine
 
@@ -40,6 +41,8 @@ def load_served_engine(version_dir: str | Path, threads: Optional[int] = None):
     spec = json.loads((version_dir / SPEC_FILE).read_text())
     engine = version_dir / spec["engine"]
     options = {"threads": threads} if threads and spec.get("backend") in ("onnxruntime", "openvino") else {}
+    if streams and streams > 1 and spec.get("backend") == "openvino":
+        options["streams"] = streams
     notes: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -128,7 +131,8 @@ class ClassifierModel:
         params = _parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         threads = int(params["threads"]) if params.get("threads") else None
-        self.runner, notes = load_served_engine(version_dir, threads)
+        streams = int(params["streams"]) if params.get("streams") else None
+        self.runner, notes = load_served_engine(version_dir, threads, streams)
         self.inputs = [item["name"] for item in config["input"]]
         self.outputs = [item["name"] for item in config["output"]]
         logger = getattr(pb_utils, "Logger", None)

@@ -126,9 +126,11 @@ def triton(engines: Sequence[str | Path], output_dir: str | Path, settings: Trit
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise DeployResError(f"model name {name!r} has characters Triton's repository does not take; use letters, digits, _ . -")
         top, batch = _batching(engine, settings.max_batch_size)
-        count, per = _threads(engine, settings.instances, settings.threads, cores)
+        count, per = _threads(engine, settings.instances, settings.threads, cores, settings.streams)
         delay, how = _queue_delay(engine, batch, settings.latency_budget_ms, settings.max_queue_delay_us, per) if top > 0 else (0, "no batching")
-        plan = _Plan(engine, name, python, top, batch, count, per, delay, how, _labels(Path(settings.labels) if settings.labels else None, engine))
+        streams = settings.streams if engine.backend == "openvino" else None
+        plan = _Plan(engine, name, python, top, batch, count, per, streams, delay, how,
+                     _labels(Path(settings.labels) if settings.labels else None, engine))
         if engine.forced:
             plan.warnings.append(f"served with --force: {engine.forced}")
         if engine.backend == "openvino" and not python and engine.precision == "fp32":

@@ -61,7 +61,11 @@ def _dims(tensor: Tensor, batched: bool) -> list[int]:
     return [d if isinstance(d, int) and d > 0 else -1 for d in shape]
 
 
-def _threads(engine: Engine, instances: Optional[int], threads: Optional[int], cores: int) -> tuple[int, Optional[int]]:
+def _threads(engine: Engine, instances: Optional[int], threads: Optional[int], cores: int, streams: Optional[int] = None
+             ) -> tuple[int, Optional[int]]:
+    """``(instances, threads per instance)`` within ``cores``; ``streams`` (OpenVINO only) must not outnumber the threads."""
+    if streams is not None and streams > 1 and engine.backend != "openvino":
+        raise DeployResError(f"--streams is OpenVINO's (NUM_STREAMS); {engine.path.name} is a {engine.backend} engine: leave --streams out")
     if engine.device != "cpu":
         return instances or 1, None
     count = instances or 1
@@ -71,6 +75,8 @@ def _threads(engine: Engine, instances: Optional[int], threads: Optional[int], c
     if count * per > cores:
         raise DeployResError(f"{count} instances x {per} threads = {count * per} threads on {cores} cores oversubscribe them; "
                              f"lower --instances or --threads (or give the serving machine's --cores)")
+    if streams is not None and streams > per:
+        raise DeployResError(f"{streams} streams share an instance's {per} threads: each stream needs a thread; lower --streams or raise --threads")
     return count, per
 
 
@@ -165,6 +171,7 @@ class _Plan:
     batch: dict[str, int]
     instances: int
     threads: Optional[int]
+    streams: Optional[int]
     delay_us: int
     delay_from: str
     labels: Optional[list[str]]
@@ -181,6 +188,8 @@ def _model_config(plan: _Plan, preferred: Sequence[int]) -> dict[str, Any]:
         config["backend"] = "python"
         if plan.threads:
             params["threads"] = plan.threads
+        if plan.streams and plan.streams > 1:
+            params["streams"] = plan.streams
     elif engine.backend == "tensorrt":
         config["platform"] = "tensorrt_plan"
     elif engine.backend == "onnxruntime":

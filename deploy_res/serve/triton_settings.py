@@ -21,6 +21,8 @@ class TritonSettings:
     max_batch_size: ``max_batch_size`` (default None: the top of the manifest's batch range).
     instances: instances per model (default None: 1).
     threads: CPU threads per instance (default None: ``cores`` / instances).
+    streams: OpenVINO streams per instance, sharing its threads (default None: one); Python backend only, where
+        deployres' runner cuts each batch into that many slices run at once.
     cores: cores of the serving machine (default None: the CPUs this process may use).
     labels: class names, one per line, for ``label_filename`` (default None: the manifest's, if any).
     python_backend: serve every engine through Triton's Python backend with deployres' runner (default False:
@@ -39,6 +41,7 @@ class TritonSettings:
     max_batch_size: Optional[int] = None
     instances: Optional[int] = None
     threads: Optional[int] = None
+    streams: Optional[int] = None
     cores: Optional[int] = None
     labels: Optional[Path] = None
     python_backend: bool = False
@@ -55,6 +58,9 @@ class TritonSettings:
             raise DeployResError("--latency-budget-ms must be positive")
         if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
             raise DeployResError("--max-queue-delay-us must be 0 or more")
-        require_at_least_one(self, "max_batch_size", "instances", "threads", "cores")
+        require_at_least_one(self, "max_batch_size", "instances", "threads", "streams", "cores")
+        if self.streams is not None and self.streams > 1 and not self.python_backend:
+            raise DeployResError("--streams runs several OpenVINO requests inside one instance of deployres' runner; add --python-backend "
+                                 "(Triton's openvino backend takes its NUM_STREAMS from --instances)")
         if any(size < 1 for size in self.preferred_batch_sizes):
             raise DeployResError(f"--preferred-batch-size takes positive batch sizes, got {self.preferred_batch_sizes}")

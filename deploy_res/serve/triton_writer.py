@@ -142,6 +142,7 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
         "validation": {**engine.validation, **({"forced": engine.forced} if engine.forced else {})},
         "serving": {"max_batch_size": plan.max_batch_size, "batch_range": plan.batch, "max_queue_delay_microseconds": plan.delay_us,
                     "queue_delay_from": plan.delay_from, "instances": plan.instances, "threads_per_instance": plan.threads,
+                    "streams_per_instance": plan.streams or 1 if engine.backend == "openvino" else None,
                     "cores": cores if engine.device == "cpu" else None, "preferred_batch_size": list(preferred) or None},
         "warnings": plan.warnings,
     }
@@ -154,7 +155,7 @@ def _write_model(plan: _Plan, folder: Path, preferred: Sequence[int], cores: int
     write_json_atomic(model_dir / LINEAGE_FILE, record)
     return {"name": plan.name, "backend": config.get("backend") or config.get("platform"), "engine": str(engine.path),
             "max_batch_size": plan.max_batch_size, "max_queue_delay_us": plan.delay_us, "queue_delay_from": plan.delay_from,
-            "instances": plan.instances, "threads": plan.threads, "served": served["file"], "validation": engine.validation.get("status"),
+            "instances": plan.instances, "threads": plan.threads, "streams": plan.streams, "served": served["file"], "validation": engine.validation.get("status"),
             "warnings": plan.warnings}
 
 

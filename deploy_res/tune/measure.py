@@ -2,7 +2,7 @@
 
 :class:`TritonHarness` starts the ``tritonserver`` that nvidia-pytriton bundles once per search (loopback, free
 ports, explicit model control, stopped by its PID) and serves each point as its own Python-backend model, written
-by :func:`deploy_res.serve.triton` with the point's instances, threads, ``max_batch_size`` and queue delay: load it,
+by :func:`deploy_res.serve.triton` with the point's instances, threads (and OpenVINO streams), ``max_batch_size`` and queue delay: load it,
 run the closed loop of :func:`deploy_res.serve.load.load_test` at the search's concurrency, unload it. Only one model
 is loaded at a time, and unloading ends its stub process, so no engine's spinning ONNX Runtime threads slow the
 next (FACTS.md, timing trap).
@@ -66,7 +66,7 @@ class TritonHarness:
         model = f"{name}_{serving.key}"
         staging = self.staging / serving.key
         triton([engine], staging, TritonSettings(names=(model,), python_backend=True, instances=serving.instances, threads=serving.threads,
-                                                 cores=self.cores, max_batch_size=serving.max_batch, max_queue_delay_us=serving.queue_delay_us,
+                                                 streams=serving.streams if serving.streams > 1 else None, cores=self.cores, max_batch_size=serving.max_batch, max_queue_delay_us=serving.queue_delay_us,
                                                  overwrite=True, force=force))
         target = self.root / model
         shutil.rmtree(target, ignore_errors=True)
@@ -120,7 +120,10 @@ class InProcessHarness:
     def measure(self, engine: Path, name: str, serving: Serving, inputs: dict[str, np.ndarray], concurrency: int, seconds: float) -> dict[str, Any]:
         from deploy_res.engines import backend_of, load_engine
 
-        options = {"threads": serving.threads} if backend_of(engine) in ("onnxruntime", "openvino") else {}
+        backend = backend_of(engine)
+        options = {"threads": serving.threads} if backend in ("onnxruntime", "openvino") else {}
+        if serving.streams > 1 and backend == "openvino":
+            options["streams"] = serving.streams
         runners = [load_engine(engine, **options) for _ in range(serving.instances)]
         try:
             (input_name, array), = inputs.items()

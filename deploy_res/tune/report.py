@@ -43,13 +43,19 @@ POINT_COLUMNS = ("engine", "instances x threads", "max batch", "queue delay us",
                  "runs", "meets budgets", "why not")
 
 
+def _layout(serving: Mapping[str, Any]) -> str:
+    """``instances x threads``, and the streams per instance where there are several (OpenVINO)."""
+    streams = serving.get("streams", 1)
+    return f"{serving['instances']} x {serving['threads']}" + (f" in {streams} streams" if streams > 1 else "")
+
+
 def point_rows(report: Mapping[str, Any]) -> list[list[str]]:
     chosen = report.get("chosen") or {}
     rows = []
     for p in report["points"]:
         s = p["serving"]
         mark = " (chosen)" if chosen and p["engine"] == chosen.get("engine") and p["key"] == chosen.get("key") else ""
-        rows.append([p["engine"] + mark, f"{s['instances']} x {s['threads']}", str(s["max_batch"]), str(s["queue_delay_us"]), _n(p["throughput"]),
+        rows.append([p["engine"] + mark, _layout(s), str(s["max_batch"]), str(s["queue_delay_us"]), _n(p["throughput"]),
                      _n(p["p50_ms"], 2), _n(p["p99_ms"], 2), _interval(p["p99_interval_ms"]), _n(p.get("memory_mib"), 0), str(p["requests"]), str(p["runs"]),
                      "yes" if p["judgement"]["meets"] else "no", p["judgement"]["failed"] or ""])
     return rows
@@ -68,7 +74,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     chosen = report.get("chosen")
     if chosen:
         s = chosen["serving"]
-        lines.append(f"Chosen: {chosen['engine']} with {s['instances']} instance(s) x {s['threads']} thread(s), max batch {s['max_batch']}, "
+        streams = f" in {s['streams']} streams" if s.get("streams", 1) > 1 else ""
+        lines.append(f"Chosen: {chosen['engine']} with {s['instances']} instance(s) x {s['threads']} thread(s){streams}, max batch {s['max_batch']}, "
                      f"queue delay {s['queue_delay_us']} us: {chosen['throughput']:.1f} img/s, p99 {chosen['p99_ms']:.2f} ms "
                      f"{_interval(chosen['p99_interval_ms'])} over {chosen['requests']} requests in {chosen['runs']} run(s).")
         runner_up, margin = report.get("runner_up"), report.get("margin") or {}

@@ -217,7 +217,8 @@ def _search(source, is_onnx, folder, settings, export_settings, preprocessing, h
             # Successive halving across engines: every engine's coarse corners first, then a hill-climb only for
             # the engines whose best corner could still win.
             for name, entry in passing.items():
-                _measure_points(name, entry, coarse(cores, entry.get("top_batch") or TOP_BATCH), runner, inputs, settings, state, folder, clock, step)
+                corners = coarse(cores, entry.get("top_batch") or TOP_BATCH, streams=_has_streams(entry))
+                _measure_points(name, entry, corners, runner, inputs, settings, state, folder, clock, step)
             for name, entry in passing.items():
                 behind = _screened_out(state, name, settings)
                 if behind:
@@ -349,7 +350,8 @@ def _measure(runner, entry: dict, serving: Serving, inputs, settings: TuneSettin
     from deploy_res.core.names import served_name
 
     name = served_name(entry["path"], entry["backend"], entry["precision"])
-    step(f"{entry['name']}: serving {serving.key} ({serving.instances} instance(s) x {serving.threads} thread(s), max batch "
+    streams = f" in {serving.streams} streams" if serving.streams > 1 else ""
+    step(f"{entry['name']}: serving {serving.key} ({serving.instances} instance(s) x {serving.threads} thread(s){streams}, max batch "
          f"{serving.max_batch}, queue delay {serving.queue_delay_us} us) at {settings.concurrency} clients")
     raw = runner.measure(Path(entry["path"]), name, serving, inputs, settings.concurrency, seconds or settings.seconds)
     return {k: v for k, v in raw.items() if k != "latencies_ms"} | {"latencies_ms": [round(t, 4) for t in raw["latencies_ms"]]}
@@ -434,12 +436,12 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
     def measure(points) -> None:
         _measure_points(name, entry, points, runner, inputs, settings, state, folder, clock, step)
 
-    measure(coarse(cores, top))
+    measure(coarse(cores, top, streams=_has_streams(entry)))
     current = _best_of(state, name, settings)
     visited: set[str] = set()
     while current is not None and not clock.out() and current["key"] not in visited:
         visited.add(current["key"])
-        measure(neighbours(Serving(**_serving_of(current["key"])), cores, top))
+        measure(neighbours(Serving(**_serving_of(current["key"])), cores, top, streams=_has_streams(entry)))
         better = _best_of(state, name, settings)
         if better is None or judging.score(better, settings.objective) <= judging.score(current, settings.objective):
             break
@@ -488,7 +490,12 @@ def _keys(state: dict, engine: str) -> list[str]:
 
 def _serving_of(key: str) -> dict[str, int]:
     parts = dict((part[0], int(part[1:])) for part in key.split("_"))
-    return {"instances": parts["i"], "threads": parts["t"], "max_batch": parts["b"], "queue_delay_us": parts["d"]}
+    return {"instances": parts["i"], "threads": parts["t"], "max_batch": parts["b"], "queue_delay_us": parts["d"], "streams": parts.get("s", 1)}
+
+
+def _has_streams(entry: dict) -> bool:
+    """Whether an engine's serving has the streams axis: OpenVINO's ``NUM_STREAMS``."""
+    return entry.get("backend") == "openvino"
 
 
 def _all_points(state: dict, settings: TuneSettings) -> list[dict[str, Any]]:
@@ -598,7 +605,8 @@ def _write_triton(chosen: dict[str, Any], repo: Path, cores: int) -> dict[str, A
     from deploy_res.serve import TritonSettings, triton
 
     serving = chosen["serving"]
+    streams = serving.get("streams", 1)
     written = triton([chosen["engine_path"]], repo, TritonSettings(python_backend=True, instances=serving["instances"], threads=serving["threads"],
-                                                                  cores=cores, max_batch_size=serving["max_batch"],
+                                                                  streams=streams if streams > 1 else None, cores=cores, max_batch_size=serving["max_batch"],
                                                                   max_queue_delay_us=serving["queue_delay_us"], overwrite=True, check=True))
     return {"repository": str(repo.resolve()), "models": [m["name"] for m in written.models], "checks": written.checks}

@@ -32,7 +32,10 @@ all cores) and ``hint`` (``latency``, the default, or ``throughput``),
 ``precision`` (``fp32``, ``bf16``, ``int8``). The runner makes one synchronous
 request at a time, which ``latency`` serves best (all threads on one stream);
 ``throughput`` splits the cores into streams for servers that keep several
-requests in flight (OpenVINO Model Server, Triton's openvino backend).
+requests in flight (OpenVINO Model Server, Triton's openvino backend). Loaded
+with ``streams=N`` (``NUM_STREAMS``), the runner itself keeps N requests in
+flight: it cuts each batch into N slices, one per stream (``deployres tune``'s
+streams axis, ``deployres triton --streams``).
 ``openvino`` is imported only when a build or load is asked for.
 """
 
@@ -94,12 +97,14 @@ def missing_bf16_isa(fingerprint: Optional[Mapping[str, Any]] = None) -> Optiona
             f"neither {' nor '.join(BF16_ISA)} is among its flags; use --int8 or FP32")
 
 
-def _config(precision: str, threads: Optional[int], hint: str, perf_count: bool = False) -> dict[str, Any]:
+def _config(precision: str, threads: Optional[int], hint: str, perf_count: bool = False, streams: Optional[int] = None) -> dict[str, Any]:
     if hint not in HINTS:
         raise DeployResError(f"unknown OpenVINO performance hint {hint!r}; choose {' or '.join(HINTS)}")
     config: dict[str, Any] = {"PERFORMANCE_HINT": _HINT_VALUES[hint], "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision]}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    if streams:
+        config["NUM_STREAMS"] = int(streams)
     if perf_count:
         config["PERF_COUNT"] = True
     return config
@@ -158,8 +163,12 @@ def precision_run(runtime: Mapping[str, Any]) -> str:
 
 
 class OpenVINORunner(RunnerBase):
-    """A loaded OpenVINO engine: ``run(feeds) -> outputs`` on one infer request; a
-    :class:`~deploy_res.engines.base.LayerCounters` (load with ``perf_count=True``)."""
+    """A loaded OpenVINO engine: ``run(feeds) -> outputs`` on one infer request per stream; a
+    :class:`~deploy_res.engines.base.LayerCounters` (load with ``perf_count=True``).
+
+    With one stream (the default) a batch runs as one synchronous request. With ``streams`` > 1 a batch of
+    several samples is cut into up to that many contiguous slices, run at once, one per stream's request, and
+    joined back in order: what OpenVINO's throughput mode needs to keep its streams busy from one caller."""
 
     backend = "openvino"
     device = "cpu"
@@ -167,15 +176,26 @@ class OpenVINORunner(RunnerBase):
     def __init__(self, compiled, notes: list[str], load_seconds: float, settings: Mapping[str, Any]) -> None:
         super().__init__(notes, load_seconds)
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self.requests = [compiled.create_infer_request() for _ in range(max(1, int(settings.get("streams") or 1)))]
+        self.request = self.requests[0]
         self.settings = dict(settings)
         self.inputs = [TensorInfo(_name(p), _shape(p), _element_dtype(p)) for p in compiled.inputs]
         self.outputs = [TensorInfo(_name(p), _shape(p), _element_dtype(p)) for p in compiled.outputs]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
-        # the request reuses its output buffers on the next run: copy
-        return {info.name: np.array(results[port]) for info, port in zip(self.outputs, self.compiled.outputs)}
+        batch = len(next(iter(feeds.values())))
+        if len(self.requests) == 1 or batch < 2:
+            results = self.request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
+            # the request reuses its output buffers on the next run: copy
+            return {info.name: np.array(results[port]) for info, port in zip(self.outputs, self.compiled.outputs)}
+        bounds = np.linspace(0, batch, min(batch, len(self.requests)) + 1).astype(int)
+        used = self.requests[: len(bounds) - 1]
+        for request, start, stop in zip(used, bounds[:-1], bounds[1:]):
+            request.start_async({name: np.ascontiguousarray(value[start:stop]) for name, value in feeds.items()})
+        for request in used:
+            request.wait()
+        return {info.name: np.concatenate([np.array(request.get_tensor(port).data) for request in used])
+                for info, port in zip(self.outputs, self.compiled.outputs)}
 
     def profiling_info(self) -> list[tuple[str, str, float]]:
         """``(layer name, exec type, ms)`` of the last run (load with ``perf_count=True``); not-run layers left out."""
@@ -191,7 +211,7 @@ class OpenVINORunner(RunnerBase):
         return runtime_precisions(self.compiled)
 
     def close(self) -> None:
-        self.request = None
+        self.request, self.requests = None, []
         self.compiled = None
 
 
@@ -205,7 +225,7 @@ class OpenVINOBackend:
     """Build: IR + this CPU's compiled model (cache) at the precision asked for. Load: check the machine, compile from cache."""
 
     name = "openvino"
-    OPTIONS = frozenset({"device", "threads", "hint", "perf_count"})
+    OPTIONS = frozenset({"device", "threads", "hint", "perf_count", "streams"})
 
     def available(self) -> Optional[str]:
         try:
@@ -262,14 +282,18 @@ class OpenVINOBackend:
     def load(self, engine_path: Path, **options: Any) -> OpenVINORunner:
         """Compile the IR from its cache; on another CPU or OpenVINO version, recompile from the source ONNX (with a note).
 
-        Options: ``threads`` and ``hint`` (latency/throughput) override the
-        manifest's; ``perf_count`` (bool) turns on OpenVINO's per-layer
+        Options: ``threads`` (all streams together) and ``hint`` (latency/throughput) override the
+        manifest's; ``streams`` (default None: the hint's, one for ``latency``) sets OpenVINO's
+        ``NUM_STREAMS``; the runner keeps one infer request per stream (see :class:`OpenVINORunner`); ``perf_count`` (bool) turns on OpenVINO's per-layer
         counters (``profiling_info``); ``device`` may only be "cpu". A plain
         ONNX file is compiled at FP32.
         """
         check_options(self.name, options, self.OPTIONS)
         threads: Optional[int] = options.get("threads")
         hint: Optional[str] = options.get("hint")
+        streams: Optional[int] = options.get("streams")
+        if streams is not None and (not isinstance(streams, int) or isinstance(streams, bool) or streams < 1):
+            raise DeployResError(f"OpenVINO streams must be a positive integer, got {streams!r}")
         perf_count = bool(options.get("perf_count", False))
         device: Optional[str] = options.get("device")
         ov = _ov()
@@ -282,7 +306,7 @@ class OpenVINOBackend:
         precision = engine.get("precision", "fp32") if own else "fp32"
         threads = threads if threads is not None else engine.get("threads")
         hint = hint or engine.get("hint") or DEFAULT_HINT
-        config = _config(precision, threads, hint, perf_count)
+        config = _config(precision, threads, hint, perf_count, streams)
         notes: list[str] = []
         core = ov.Core()
         start = time.perf_counter()
@@ -312,7 +336,9 @@ class OpenVINOBackend:
                 compiled = _compile(core, source, config)
         if own:
             _check_runs_as_built(compiled, precision, engine_path.name)
-        return OpenVINORunner(compiled, notes, time.perf_counter() - start, {"precision": precision, "threads": threads, "hint": hint})
+        streams = streams or int(compiled.get_property("NUM_STREAMS"))  # the hint's choice: 1 for latency
+        return OpenVINORunner(compiled, notes, time.perf_counter() - start,
+                              {"precision": precision, "threads": threads, "hint": hint, "streams": streams})
 
 
 def _check_runs_as_built(compiled, precision: str, name: str) -> None:

@@ -73,6 +73,21 @@ def test_fp32_engine_is_fp32_and_equals_onnxruntime(fp32_engine, inputs, referen
         np.testing.assert_allclose(runner.run({"input": inputs[:batch]})["logits"], reference[:batch], rtol=1e-3, atol=1e-3)
 
 
+def test_streams_cut_a_batch_into_slices_run_at_once(fp32_engine, inputs, reference):
+    one = load_engine(fp32_engine, threads=2)
+    runner = load_engine(fp32_engine, threads=2, streams=2)
+    assert len(runner.requests) == 2 and runner.settings["streams"] == 2
+    assert runner.compiled.get_property("NUM_STREAMS") == 2
+    assert one.compiled.get_property("NUM_STREAMS") == 1  # the latency hint: one stream
+    for batch in (1, 2, 5, 24):  # odd sizes give uneven slices; one sample runs whole
+        np.testing.assert_allclose(runner.run({"input": inputs[:batch]})["logits"], reference[:batch], rtol=1e-3, atol=1e-3)
+    with pytest.raises(DeployResError, match="streams must be a positive integer"):
+        load_engine(fp32_engine, streams=0)
+    # the throughput hint picks its streams itself: the runner keeps a request for each
+    hinted = load_engine(fp32_engine, threads=2, hint="throughput")
+    assert len(hinted.requests) == hinted.compiled.get_property("NUM_STREAMS") >= 1
+
+
 def test_foreign_cpu_is_recompiled_with_a_note(fp32_engine, inputs, reference):
     path = fp32_engine.with_name(fp32_engine.name + ".json")
     original = path.read_text()

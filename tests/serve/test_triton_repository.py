@@ -200,6 +200,35 @@ def test_openvino_python_backend_ships_ir_weights(served_openvino_engine, tmp_pa
     assert sorted(p.name for p in shipped.iterdir()) == sorted([engine.name, engine.name + ".json", engine.with_suffix(".bin").name, "source.onnx"])
 
 
+def test_openvino_streams_reach_the_runner_inside_the_python_backend(served_openvino_engine, served_engine, tmp_path):
+    """``--streams`` is a parameter of the Python-backend model; its loader hands it to OpenVINO (NUM_STREAMS, one
+    request per stream); the native openvino backend and other engines refuse it in one line."""
+    import numpy as np
+
+    from deploy_res.engines import load_engine
+    from deploy_res.serve.runtime import load_served_engine, run_batched
+
+    result = triton([served_openvino_engine], tmp_path / "repo", TritonSettings(python_backend=True, instances=1, threads=2, streams=2, cores=2))
+    (model,) = result.models
+    model_dir = tmp_path / "repo" / model["name"]
+    config = parse_config(model_dir)
+    assert config.parameters["threads"].string_value == "2" and config.parameters["streams"].string_value == "2"
+    assert model["streams"] == 2 and json.loads((model_dir / LINEAGE_FILE).read_text())["serving"]["streams_per_instance"] == 2
+    runner, _ = load_served_engine(model_dir / "1", threads=2, streams=2)
+    assert len(runner.requests) == 2 and runner.compiled.get_property("NUM_STREAMS") == 2
+    x = np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
+    merged = np.concatenate([part["logits"] for part in run_batched(runner, [{"input": x[:2]}, {"input": x[2:]}])])
+    np.testing.assert_allclose(merged, load_engine(served_openvino_engine).run({"input": x})["logits"], rtol=1e-3, atol=1e-3)
+    cli_runner = CliRunner()
+    for args, message in (([str(served_openvino_engine), "--streams", "2"], "add --python-backend"),
+                          ([str(served_engine), "--streams", "2", "--python-backend"], "OpenVINO's (NUM_STREAMS)"),
+                          ([str(served_openvino_engine), "--streams", "4", "--threads", "2", "--cores", "2", "--python-backend"], "each stream needs a thread")):
+        out = tmp_path / f"refused{len(message)}"
+        answer = cli_runner.invoke(cli, ["triton", *args, "-o", str(out)])
+        assert answer.exit_code == 2 and message in answer.output and answer.output.count("\n") == 1, answer.output
+        assert not out.exists()
+
+
 def test_failed_validation_refused_unless_forced(served_engine, tmp_path):
     failed = copy_engine(served_engine, tmp_path / "failed", {"passed": False, "failed": ["output 'logits': cosine_min 0.5 < 0.999"]})
     with pytest.raises(DeployResError, match="FAILED validation .*cosine_min.*--force"):

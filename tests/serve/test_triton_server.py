@@ -48,8 +48,8 @@ def server(served_engine, openvino_engine, tmp_path_factory):
     labels = folder / "labels.txt"
     labels.write_text("".join(f"class_{i}\n" for i in range(1000)))
     triton([served_engine], repo, TritonSettings(python_backend=True, ensemble=True, max_queue_delay_us=QUEUE_DELAY_US, labels=labels))
-    if openvino_engine is not None:  # the same model as an OpenVINO engine, in the same server
-        triton([openvino_engine], repo / OPENVINO_MODEL, TritonSettings(python_backend=True, max_queue_delay_us=0))
+    if openvino_engine is not None:  # the same model as an OpenVINO engine in two streams, in the same server
+        triton([openvino_engine], repo / OPENVINO_MODEL, TritonSettings(python_backend=True, max_queue_delay_us=0, threads=2, streams=2, cores=2))
         (repo / OPENVINO_MODEL / OPENVINO_MODEL).rename(repo / "ov.tmp")
         (repo / OPENVINO_MODEL).rmdir()
         (repo / "ov.tmp").rename(repo / OPENVINO_MODEL)
@@ -170,7 +170,8 @@ def test_classification_with_labels(server, runner):
     assert [entry.split(":")[2] for entry in entries] == [f"class_{i}" for i in top]
 
 
-def test_openvino_engine_served_through_python_backend(server, openvino_engine):
+def test_openvino_engine_served_through_python_backend_in_two_streams(server, openvino_engine):
+    """A batch of two is cut into one slice per stream inside the served runner; the outputs are the engine's."""
     if openvino_engine is None:
         pytest.skip("openvino is not installed")
     from deploy_res.engines import load_engine

@@ -42,3 +42,28 @@ def test_engine_candidates_follow_the_machine():
     assert engine_candidates((), (), has_bf16=False, has_openvino=False) == [("fp32", "onnxruntime"), ("int8", "onnxruntime")]
     assert ("bf16", "openvino") in engine_candidates((), (), has_bf16=True, has_openvino=True)
     assert engine_candidates(("fp32", "int8"), ("onnxruntime",), has_bf16=True, has_openvino=True) == [("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+
+
+@pytest.mark.parametrize("cores", [2, 4])
+def test_the_streams_axis_shares_an_instances_threads_and_needs_batches(cores):
+    points = exhaustive(cores, 16, streams=True)
+    assert len(points) == len(set(points)) and set(exhaustive(cores, 16)) < set(points)
+    assert all(1 <= p.streams <= p.threads and p.cores <= cores for p in points)
+    assert all(p.max_batch > 1 for p in points if p.streams > 1)  # a lone sample cannot be cut into slices
+    assert Serving(1, cores, 8, 0, streams=cores) in coarse(cores, 16, streams=True)  # OpenVINO's throughput mode
+    assert all(p.streams == 1 for p in coarse(cores, 16))
+    for point in points:
+        steps = neighbours(point, cores, 16, streams=True)
+        assert all(1 <= s.streams <= s.threads and s.cores <= cores for s in steps)
+        assert all(s.streams == 1 for s in neighbours(point, cores, 16) if point.streams == 1)
+    assert Serving(1, 2, 8, 0, streams=2) in neighbours(Serving(1, 2, 8, 0), 2, 16, streams=True)
+    # fewer threads per instance bring the streams down with them
+    assert Serving(2, 1, 8, 0) in neighbours(Serving(1, 2, 8, 0, streams=2), 2, 16, streams=True)
+
+
+def test_a_serving_key_names_its_streams_only_when_there_are_several():
+    from deploy_res.tune.search import _serving_of
+
+    assert Serving(1, 2, 8, 0).key == "i1_t2_b8_d0" and Serving(1, 2, 8, 0, streams=2).key == "i1_t2_b8_d0_s2"
+    for point in (Serving(1, 2, 8, 500), Serving(1, 4, 16, 0, streams=4)):
+        assert Serving(**_serving_of(point.key)) == point
