@@ -27,7 +27,7 @@ DEFAULTS = TuneSettings(data="-")
 @click.option("--min-throughput", type=click.FloatRange(0, min_open=True), help="Served images/s at least [default: none].")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default=DEFAULTS.objective, help="What to maximise among the points that meet the budgets (cost: fewest cores).")
 @click.option("--precision", "precisions", type=Names(), default="", help="Precisions to try, e.g. fp32,int8 [default: fp32, int8, and bf16 where the CPU has it].")
-@click.option("--backend", "backends", type=Names(), default="", help="Backends to try: onnxruntime,openvino [default: every one here].")
+@click.option("--backend", "backends", type=Names(), default="", help="Backends to try: onnxruntime,openvino,tensorrt [default: every one that runs here; tensorrt needs a GPU and TensorRT].")
 @click.option("--cores", type=click.IntRange(1), help="Cores the serving configurations may use [default: this machine's].")
 @click.option("--seconds", default=DEFAULTS.seconds, type=click.FloatRange(0, min_open=True), help="Served seconds per measured point.")
 @click.option("--max-point-seconds", default=DEFAULTS.max_point_seconds, type=click.FloatRange(0, min_open=True),

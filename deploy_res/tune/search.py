@@ -1,6 +1,6 @@
 """``tune``: the fastest deployment on this machine that meets the accuracy and serving budgets, searched and measured.
 
-1. **Engines.** Every (precision, backend) pair of :func:`~deploy_res.tune.space.engine_candidates` this CPU runs is
+1. **Engines.** Every (precision, backend) pair of :func:`~deploy_res.tune.space.engine_candidates` this machine runs is
    built with :func:`deploy_res.build.build_engine` into ``DIR/engines`` (INT8 calibrated on ``calib_data``, else
    ``data``); an engine a search built before from the same input and settings, whose bytes still match, is reused
    (:mod:`.state`).
@@ -45,7 +45,7 @@ from deploy_res.tune.state import (data_fingerprint, load_state, record_build, r
 FINALISTS = 3
 TOP_BATCH = 16
 HARNESSES = ("auto", "triton", "in-process")
-CPU_BACKENDS = ("onnxruntime", "openvino")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 class BudgetNotMet(DeployResError):
@@ -96,19 +96,22 @@ def _has_openvino() -> bool:
 
 def plan_candidates(settings: TuneSettings) -> list[tuple[str, str]]:
     """The (precision, backend) pairs to build; a backend or precision asked for that cannot run here is one line."""
-    from deploy_res.engines import missing_bf16_isa
+    from deploy_res.engines import missing_bf16_isa, unavailable
 
-    unknown = [b for b in settings.backends if b not in CPU_BACKENDS]
+    unknown = [b for b in settings.backends if b not in BACKENDS]
     if unknown:
-        raise DeployResError(f"tune searches CPU engines: --backend {unknown[0]!r} is not one of {', '.join(CPU_BACKENDS)}")
-    has_openvino, bf16_missing = _has_openvino(), missing_bf16_isa()
+        raise DeployResError(f"--backend {unknown[0]!r} is not one of {', '.join(BACKENDS)}")
+    has_openvino, bf16_missing, tensorrt_missing = _has_openvino(), missing_bf16_isa(), unavailable("tensorrt")
     if "openvino" in settings.backends and not has_openvino:
         raise DeployResError("--backend openvino was asked for, but openvino is not importable here (pip install openvino)")
+    if "tensorrt" in settings.backends and tensorrt_missing:
+        raise DeployResError(f"--backend tensorrt was asked for, but {tensorrt_missing}")
     if "bf16" in settings.precisions and bf16_missing:
         raise DeployResError(f"--precision bf16 was asked for, but {bf16_missing}")
     if "bf16" in settings.precisions and settings.backends and "openvino" not in settings.backends:
         raise DeployResError("--precision bf16 runs on OpenVINO only; add openvino to --backend")
-    candidates = engine_candidates(settings.precisions, settings.backends, has_bf16=bf16_missing is None, has_openvino=has_openvino)
+    candidates = engine_candidates(settings.precisions, settings.backends, has_bf16=bf16_missing is None, has_openvino=has_openvino,
+                                   has_tensorrt=tensorrt_missing is None)
     if not candidates:
         raise DeployResError(f"no engine to build for --precision {','.join(settings.precisions) or 'default'} and --backend "
                              f"{','.join(settings.backends) or 'default'} on this machine")
@@ -217,7 +220,7 @@ def _search(source, is_onnx, folder, settings, export_settings, preprocessing, h
             # Successive halving across engines: every engine's coarse corners first, then a hill-climb only for
             # the engines whose best corner could still win.
             for name, entry in passing.items():
-                corners = coarse(cores, entry.get("top_batch") or TOP_BATCH, streams=_has_streams(entry))
+                corners = coarse(cores, entry.get("top_batch") or TOP_BATCH, streams=_has_streams(entry), gpu=_on_gpu(entry))
                 _measure_points(name, entry, corners, runner, inputs, settings, state, folder, clock, step)
             for name, entry in passing.items():
                 behind = _screened_out(state, name, settings)
@@ -436,12 +439,12 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
     def measure(points) -> None:
         _measure_points(name, entry, points, runner, inputs, settings, state, folder, clock, step)
 
-    measure(coarse(cores, top, streams=_has_streams(entry)))
+    measure(coarse(cores, top, streams=_has_streams(entry), gpu=_on_gpu(entry)))
     current = _best_of(state, name, settings)
     visited: set[str] = set()
     while current is not None and not clock.out() and current["key"] not in visited:
         visited.add(current["key"])
-        measure(neighbours(Serving(**_serving_of(current["key"])), cores, top, streams=_has_streams(entry)))
+        measure(neighbours(Serving(**_serving_of(current["key"])), cores, top, streams=_has_streams(entry), gpu=_on_gpu(entry)))
         better = _best_of(state, name, settings)
         if better is None or judging.score(better, settings.objective) <= judging.score(current, settings.objective):
             break
@@ -496,6 +499,11 @@ def _serving_of(key: str) -> dict[str, int]:
 def _has_streams(entry: dict) -> bool:
     """Whether an engine's serving has the streams axis: OpenVINO's ``NUM_STREAMS``."""
     return entry.get("backend") == "openvino"
+
+
+def _on_gpu(entry: dict) -> bool:
+    """Whether an engine is served on the GPU (TensorRT): instances share the GPU, not the cores."""
+    return entry.get("backend") == "tensorrt"
 
 
 def _all_points(state: dict, settings: TuneSettings) -> list[dict[str, Any]]:

@@ -67,3 +67,28 @@ def test_a_serving_key_names_its_streams_only_when_there_are_several():
     assert Serving(1, 2, 8, 0).key == "i1_t2_b8_d0" and Serving(1, 2, 8, 0, streams=2).key == "i1_t2_b8_d0_s2"
     for point in (Serving(1, 2, 8, 500), Serving(1, 4, 16, 0, streams=4)):
         assert Serving(**_serving_of(point.key)) == point
+
+
+def test_a_gpu_engine_s_instances_share_the_gpu_not_the_cores():
+    from deploy_res.tune.space import GPU_INSTANCES
+
+    assert ("fp16", "tensorrt") in engine_candidates((), (), has_bf16=False, has_openvino=False, has_tensorrt=True)
+    assert all(b != "tensorrt" for _, b in engine_candidates((), (), has_bf16=True, has_openvino=True))  # no GPU, no TensorRT here
+    points = exhaustive(1, 16, gpu=True)  # one host core still serves several GPU instances
+    assert {p.instances for p in points} == set(range(1, GPU_INSTANCES + 1)) and all(p.threads == 1 and p.streams == 1 for p in points)
+    assert Serving(2, 1, 8, 0) in coarse(1, 16, gpu=True)
+    for point in points:
+        assert all(s.threads == 1 and 1 <= s.instances <= GPU_INSTANCES for s in neighbours(point, 1, 16, streams=True, gpu=True))
+
+
+def test_tensorrt_asked_for_where_it_cannot_run_is_one_line():
+    from deploy_res.core.errors import DeployResError
+    from deploy_res.engines import unavailable
+    from deploy_res.tune.search import plan_candidates
+    from deploy_res.tune.settings import TuneSettings
+
+    reason = unavailable("tensorrt")
+    if reason is None:
+        pytest.skip("TensorRT runs here")
+    with pytest.raises(DeployResError, match="--backend tensorrt was asked for, but"):
+        plan_candidates(TuneSettings(data="x.npz", backends=("tensorrt",)))

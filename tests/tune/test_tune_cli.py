@@ -89,7 +89,7 @@ def test_a_failing_engine_is_listed_and_never_timed_and_an_impossible_budget_exi
 
 @pytest.mark.parametrize("args, words", [
     (("--precision", "fp17"), "unknown precision 'fp17'"),
-    (("--backend", "tensorrt"), "tune searches CPU engines"),
+    (("--backend", "tflite"), "'tflite' is not one of onnxruntime, openvino, tensorrt"),
     (("--objective", "speed"), "'speed' is not one of"),
     (("--concurrency", "0"), "0"),
 ])
