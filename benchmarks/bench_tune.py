@@ -213,6 +213,7 @@ def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> 
 
 def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, figures, alone, contenders) -> None:
     from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
+    from deploy_res.tune.space import in_streams
     from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
 
     cpu = cpu_fingerprint()
@@ -230,8 +231,7 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
     for label, fig in figures.items():
         s = contenders[label]["serving"]
         low, high = fig["p99_interval_ms"]
-        streams = f" in {s.streams} streams" if s.streams > 1 else ""
-        row = (f"| {label} | {contenders[label]['engine']} | {s.instances} x {s.threads}{streams}, max batch {s.max_batch}, delay {s.queue_delay_us} us | "
+        row = (f"| {label} | {contenders[label]['engine']} | {s.instances} x {s.threads}{in_streams(s.streams)}, max batch {s.max_batch}, delay {s.queue_delay_us} us | "
                f"{fig['throughput']:.1f} | {fig['p99_ms']:.1f} [{low:.1f}, {'-' if high is None else f'{high:.1f}'}] | "
                f"{'yes' if fig['judgement']['meets'] else 'no'} |")
         if alone:

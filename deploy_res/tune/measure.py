@@ -66,7 +66,7 @@ class TritonHarness:
         model = f"{name}_{serving.key}"
         staging = self.staging / serving.key
         triton([engine], staging, TritonSettings(names=(model,), python_backend=True, instances=serving.instances, threads=serving.threads,
-                                                 streams=serving.streams if serving.streams > 1 else None, cores=self.cores, max_batch_size=serving.max_batch, max_queue_delay_us=serving.queue_delay_us,
+                                                 streams=serving.streams, cores=self.cores, max_batch_size=serving.max_batch, max_queue_delay_us=serving.queue_delay_us,
                                                  overwrite=True, force=force))
         target = self.root / model
         shutil.rmtree(target, ignore_errors=True)

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 from deploy_res.core.files import write_bytes_atomic, write_json_atomic
 from deploy_res.reports.html import CSS
 from deploy_res.reports.plots import PALETTE, WIDTH, _axis_scale, _svg, _x_axis, esc
+from deploy_res.tune.space import in_streams
 
 
 def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -45,8 +46,7 @@ POINT_COLUMNS = ("engine", "instances x threads", "max batch", "queue delay us",
 
 def _layout(serving: Mapping[str, Any]) -> str:
     """``instances x threads``, and the streams per instance where there are several (OpenVINO)."""
-    streams = serving.get("streams", 1)
-    return f"{serving['instances']} x {serving['threads']}" + (f" in {streams} streams" if streams > 1 else "")
+    return f"{serving['instances']} x {serving['threads']}{in_streams(serving.get('streams', 1))}"
 
 
 def point_rows(report: Mapping[str, Any]) -> list[list[str]]:
@@ -74,8 +74,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     chosen = report.get("chosen")
     if chosen:
         s = chosen["serving"]
-        streams = f" in {s['streams']} streams" if s.get("streams", 1) > 1 else ""
-        lines.append(f"Chosen: {chosen['engine']} with {s['instances']} instance(s) x {s['threads']} thread(s){streams}, max batch {s['max_batch']}, "
+        lines.append(f"Chosen: {chosen['engine']} with {s['instances']} instance(s) x {s['threads']} thread(s){in_streams(s.get('streams', 1))}, max batch {s['max_batch']}, "
                      f"queue delay {s['queue_delay_us']} us: {chosen['throughput']:.1f} img/s, p99 {chosen['p99_ms']:.2f} ms "
                      f"{_interval(chosen['p99_interval_ms'])} over {chosen['requests']} requests in {chosen['runs']} run(s).")
         runner_up, margin = report.get("runner_up"), report.get("margin") or {}

@@ -39,7 +39,7 @@ from deploy_res.core.errors import DeployResError
 from deploy_res.core.records import sha256_file
 from deploy_res.tune import judge as judging
 from deploy_res.tune.settings import TuneSettings
-from deploy_res.tune.space import Serving, coarse, engine_candidates, neighbours
+from deploy_res.tune.space import Serving, coarse, engine_candidates, in_streams, neighbours
 from deploy_res.tune.state import (data_fingerprint, load_state, record_build, reusable_engine, save_state, settings_hash)
 
 FINALISTS = 3
@@ -353,8 +353,7 @@ def _measure(runner, entry: dict, serving: Serving, inputs, settings: TuneSettin
     from deploy_res.core.names import served_name
 
     name = served_name(entry["path"], entry["backend"], entry["precision"])
-    streams = f" in {serving.streams} streams" if serving.streams > 1 else ""
-    step(f"{entry['name']}: serving {serving.key} ({serving.instances} instance(s) x {serving.threads} thread(s){streams}, max batch "
+    step(f"{entry['name']}: serving {serving.key} ({serving.instances} instance(s) x {serving.threads} thread(s){in_streams(serving.streams)}, max batch "
          f"{serving.max_batch}, queue delay {serving.queue_delay_us} us) at {settings.concurrency} clients")
     raw = runner.measure(Path(entry["path"]), name, serving, inputs, settings.concurrency, seconds or settings.seconds)
     return {k: v for k, v in raw.items() if k != "latencies_ms"} | {"latencies_ms": [round(t, 4) for t in raw["latencies_ms"]]}
@@ -613,8 +612,7 @@ def _write_triton(chosen: dict[str, Any], repo: Path, cores: int) -> dict[str, A
     from deploy_res.serve import TritonSettings, triton
 
     serving = chosen["serving"]
-    streams = serving.get("streams", 1)
     written = triton([chosen["engine_path"]], repo, TritonSettings(python_backend=True, instances=serving["instances"], threads=serving["threads"],
-                                                                  streams=streams if streams > 1 else None, cores=cores, max_batch_size=serving["max_batch"],
+                                                                  streams=serving.get("streams", 1), cores=cores, max_batch_size=serving["max_batch"],
                                                                   max_queue_delay_us=serving["queue_delay_us"], overwrite=True, check=True))
     return {"repository": str(repo.resolve()), "models": [m["name"] for m in written.models], "checks": written.checks}
