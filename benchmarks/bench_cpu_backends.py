@@ -10,6 +10,8 @@ deployres' own API, ``--threads`` threads everywhere (default 2):
   ov-fp32           deployres FP32 engine, OpenVINO (INFERENCE_PRECISION_HINT f32)
   ov-bf16           deployres BF16 engine, OpenVINO (only where the CPU has AVX512_BF16 or AMX)
   ov-int8           deployres INT8 engine, OpenVINO, from the same Q/DQ ONNX as ort-int8
+  ov-bf16-streams   ov-bf16 in one stream per thread (``streams=--threads``: each batch cut into one slice per
+  ov-int8-streams   stream, run at once; what ``deployres triton --streams`` and tune's streams axis serve)
   ov-int8-trt       OpenVINO on the symmetric ``tensorrt`` Q/DQ layout (same ranges): which layout OpenVINO runs fastest
   qs-ort            outside anchor: ONNX Runtime ``quantize_static`` with its defaults on the same calibration crops
   qs-ov             outside anchor: OpenVINO running that file
@@ -43,7 +45,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODEL = "resnet50"
-LABELS = ("torch", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "ov-int8-trt", "qs-ort", "qs-ov")
+LABELS = ("torch", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-bf16-streams", "ov-int8", "ov-int8-streams", "ov-int8-trt",
+          "qs-ort", "qs-ov")
 DESCRIPTIONS = {
     "torch": "PyTorch eager",
     "ort-fp32": "ONNX Runtime FP32 (deployres)",
@@ -51,6 +54,8 @@ DESCRIPTIONS = {
     "ov-fp32": "OpenVINO FP32 (deployres, f32 forced)",
     "ov-bf16": "OpenVINO BF16 (deployres)",
     "ov-int8": "OpenVINO INT8 (deployres, same Q/DQ as ort-int8)",
+    "ov-bf16-streams": "OpenVINO BF16, a stream per thread",
+    "ov-int8-streams": "OpenVINO INT8, a stream per thread",
     "ov-int8-trt": "OpenVINO on the tensorrt Q/DQ layout",
     "qs-ort": "anchor: ORT quantize_static defaults",
     "qs-ov": "anchor: OpenVINO on that file",
@@ -156,6 +161,8 @@ def load(label: str, path: Path, threads: int, manifest_source: Path):
         from deploy_res.engines.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend().load(path, threads=threads)
+    if label.endswith("-streams"):
+        return load_engine(path, threads=threads, streams=threads)
     return load_engine(path, threads=threads)
 
 
@@ -215,6 +222,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = build(args.workdir, args.calib_samples, args.threads)
+    paths.update({f"{label}-streams": paths[label] for label in ("ov-bf16", "ov-int8") if label in paths and args.threads > 1})
     labels = [l for l in LABELS if (l in paths or l == "torch") and (not args.only or l in args.only)]
     if args.alone:
         speeds = measure([args.alone], paths, args.threads, args.iterations, args.batches)
@@ -254,6 +262,10 @@ def main() -> None:
         if ort in speeds and ov in speeds:
             pick = ov if speeds[ov][hi] > speeds[ort][hi] else ort
             print(f"auto {precision}: {pick} (b{hi} {speeds[ov][hi] / speeds[ort][hi]:.2f}x OpenVINO/ORT; b{lo} {speeds[ov][lo] / speeds[ort][lo]:.2f}x)")
+    for label in ("ov-bf16", "ov-int8"):
+        if f"{label}-streams" in speeds:
+            print(f"{label} in {args.threads} streams / in one: b{hi} {speeds[label + '-streams'][hi] / speeds[label][hi]:.2f}x, "
+                  f"b{lo} {speeds[label + '-streams'][lo] / speeds[label][lo]:.2f}x")
     if "ov-int8" in speeds and "ov-int8-trt" in speeds:
         print(f"OpenVINO Q/DQ layout: onnxruntime {speeds['ov-int8'][hi]:.1f} vs tensorrt {speeds['ov-int8-trt'][hi]:.1f} img/s at b{hi} "
               f"(cosine {cos['ov-int8']:.4f} vs {cos['ov-int8-trt']:.4f})")

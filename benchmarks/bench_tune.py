@@ -213,7 +213,7 @@ def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> 
 
 def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, figures, alone, contenders) -> None:
     from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
-    from deploy_res.tune.space import in_streams
+    from deploy_res.serve.triton_settings import in_streams
     from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
 
     cpu = cpu_fingerprint()

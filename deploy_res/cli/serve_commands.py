@@ -30,14 +30,14 @@ from deploy_res.cli.options import BATCH_SIZES
 def triton_command(ctx: Context, engines, output_dir, **options) -> None:
     """Write a Triton Inference Server model repository serving ENGINE... (validated engines)."""
     from deploy_res.serve import triton
-    from deploy_res.serve.triton_settings import TritonSettings
+    from deploy_res.serve.triton_settings import TritonSettings, in_streams
 
     result = triton(engines, output_dir, TritonSettings(**{name: value for name, value in options.items() if value is not None}))
     for model in result.models:
         detail = f"max_batch_size {model['max_batch_size']}"
         if "instances" in model:
             threads_note = f" x {model['threads']} threads" if model.get("threads") else ""
-            threads_note += f" in {model['streams']} streams" if (model.get("streams") or 1) > 1 else ""
+            threads_note += in_streams(model.get("streams"))
             detail += f", queue delay {model['max_queue_delay_us']} us ({model['queue_delay_from']}), {model['instances']} instance(s){threads_note}, validation {model['validation']}"
         ctx.console.print(f"{model['name']} [dim]({model['backend']})[/]: {detail}")
     for note in result.notes:

@@ -41,7 +41,7 @@ def load_served_engine(version_dir: str | Path, threads: Optional[int] = None, s
     spec = json.loads((version_dir / SPEC_FILE).read_text())
     engine = version_dir / spec["engine"]
     options = {"threads": threads} if threads and spec.get("backend") in ("onnxruntime", "openvino") else {}
-    if streams and streams > 1 and spec.get("backend") == "openvino":
+    if streams and spec.get("backend") == "openvino":
         options["streams"] = streams
     notes: list[str] = []
     try:

@@ -9,6 +9,11 @@ from typing import Optional
 from deploy_res.core.errors import DeployResError, require_at_least_one
 
 
+def in_streams(streams: Optional[int]) -> str:
+    """`` in N streams`` where an instance has several (OpenVINO), else nothing: how every command and report says it."""
+    return f" in {streams} streams" if (streams or 1) > 1 else ""
+
+
 @dataclass(frozen=True)
 class TritonSettings:
     """One model repository; every field has the command line's default.

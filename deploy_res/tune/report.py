@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 from deploy_res.core.files import write_bytes_atomic, write_json_atomic
 from deploy_res.reports.html import CSS
 from deploy_res.reports.plots import PALETTE, WIDTH, _axis_scale, _svg, _x_axis, esc
-from deploy_res.tune.space import in_streams
+from deploy_res.serve.triton_settings import in_streams
 
 
 def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -37,9 +37,10 @@ import numpy as np
 
 from deploy_res.core.errors import DeployResError
 from deploy_res.core.records import sha256_file
+from deploy_res.serve.triton_settings import in_streams
 from deploy_res.tune import judge as judging
 from deploy_res.tune.settings import TuneSettings
-from deploy_res.tune.space import Serving, coarse, engine_candidates, in_streams, neighbours
+from deploy_res.tune.space import Serving, coarse, engine_candidates, neighbours
 from deploy_res.tune.state import (data_fingerprint, load_state, record_build, reusable_engine, save_state, settings_hash)
 
 FINALISTS = 3

@@ -45,11 +45,6 @@ class Serving:
         return {**asdict(self), "cores": self.cores}
 
 
-def in_streams(streams: int) -> str:
-    """`` in N streams`` where an instance has several (OpenVINO), else nothing: how every report says it."""
-    return f" in {streams} streams" if streams > 1 else ""
-
-
 def engine_candidates(precisions: Sequence[str], backends: Sequence[str], has_bf16: bool, has_openvino: bool,
                       has_tensorrt: bool = False) -> list[tuple[str, str]]:
     """(precision, backend) pairs to build: ONNX Runtime and OpenVINO for FP32 and INT8, OpenVINO for BF16 (only on a
