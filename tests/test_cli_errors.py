@@ -194,6 +194,7 @@ def test_run_with_an_empty_calibration_folder_fails_before_exporting(run, tmp_pa
     (["run", "resnet18", "--bf16", "--backend", "onnxruntime"], "--bf16 runs on OpenVINO"),
     (["build-engine", "missing.onnx", "--fp16", "--int8"], "choose one of --bf16, --fp16, --int8"),
     (["build-engine", "missing.onnx", "--fallback-layers", "2"], "go with --int8"),
+    (["build-engine", "missing.onnx", "--overflow-fix", "first_layer"], "for INT8 engines on the CPU"),
     (["profile", __file__, "--duration-s", "1", "--iterations", "2"], "not both"),
 ])
 def test_values_that_can_only_be_mistakes(run, tmp_path, args, fragment):

@@ -173,6 +173,31 @@ def test_build_engine_says_a_tampered_cache_was_recomputed(tiny, tmp_path):
     assert "reused calibration cache" in run_cli(*args).output
 
 
+@pytest.mark.parametrize("asked", ["auto", "first_layer", "none"])
+def test_an_int8_build_records_its_overflow_fix_and_auto_follows_this_cpu(tiny, tmp_path, asked):
+    import onnx
+    from onnx import numpy_helper
+
+    from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
+    from deploy_res.engines.precision.qdq import overflow_fix_for
+
+    path, data = tiny
+    np.save(tmp_path / "calib.npy", data)
+    result = run_cli("build-engine", path, "--backend", "onnxruntime", "--int8", "--onnx-only", "--calib-data", tmp_path / "calib.npy",
+                     "--calib-samples", "16", "--overflow-fix", asked, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    qdq = tmp_path / "out" / "tiny.int8.onnxruntime.onnx"
+    settings = json.loads(manifest_path(qdq).read_text())["settings"]
+    expected = overflow_fix_for(cpu_fingerprint()["isa"]) if asked == "auto" else asked
+    assert settings["overflow_fix"] == expected and settings["overflow_fix_why"]
+    assert ("7 bits" in result.output) == (expected == "first_layer")
+    model = onnx.load(str(qdq))
+    first_conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight_dq = next(n for n in model.graph.node if first_conv.input[1] in n.output)
+    weights = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == weight_dq.input[0]))
+    assert np.abs(weights).max() == (64 if expected == "first_layer" else 127)
+
+
 # ---------------------------------------------------------------- checkpoints and engines
 
 

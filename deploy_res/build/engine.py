@@ -140,11 +140,12 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
     from deploy_res.engines.precision.qdq import emit_qdq
 
     float_model = onnx.load(str(prepared))
+    overflow_fix, why_fix = _overflow_fix(settings.overflow_fix, layout)
     samples = _calibration_samples(settings, common, float_model)
     cache = folder / calibration_cache_name(stem, settings.calib_method)
     ranges = calibrate(prepared, samples.arrays, method=settings.calib_method, cache_path=cache, quiet=quiet, console=console)
     with status(f"emitting Q/DQ in the {layout} layout"):
-        model = emit_qdq(float_model, ranges, layout=layout)
+        model = emit_qdq(float_model, ranges, layout=layout, overflow_fix=overflow_fix)
     output = folder / precision_onnx_name(stem, "int8", layout)
     # The Q/DQ ONNX and its manifest as one unit; the fallback ranks layers on the temporary file.
     with write_artifact(output) as pending:
@@ -158,7 +159,8 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
                        "skipped_files": samples.skipped, "cache": str(cache), "cache_hit": ranges.from_cache, "cache_replaced": ranges.replaced,
                        "seconds": round(ranges.seconds, 2)}
         pending.set_manifest("precision", {**common, "inputs": {"onnx": file_record(prepared)},
-                             "settings": {"precision": "int8", "layout": layout}, "calibration": calibration,
+                             "settings": {"precision": "int8", "layout": layout, "overflow_fix": overflow_fix, "overflow_fix_why": why_fix},
+                             "calibration": calibration,
                              "fallback": fallback.to_dict() if fallback else None,
                              "seconds": round(time.perf_counter() - start, 2)})
     if fallback is not None:
@@ -167,9 +169,26 @@ def _int8_onnx(prepared: Path, folder: Path, stem: str, layout: str, common: dic
         notes.append(f"INT8 fallback: {len(fallback.layers)} layers in FP32, top-1 agreement {fallback.agreement_before:.3f} -> "
                      f"{fallback.agreement_after:.3f} [95 % interval {low:.3f}, {high:.3f}; {len(samples.arrays)} samples]"
                      + (f" (target {state})" if state else "") + f", batch-1 latency x{fallback.to_dict()['latency_cost']}")
+    if overflow_fix != "none":
+        notes.append(f"INT8 overflow fix: the first layers' weights at 7 bits ({why_fix})")
     notes.append(("reused" if ranges.from_cache else "wrote") + f" calibration cache {cache}"
                  + (f" (the file there {ranges.replaced}: recomputed)" if ranges.replaced else ""))
     return output
+
+
+def _overflow_fix(asked: str, layout: str) -> tuple[str, str]:
+    """The overflow fix the Q/DQ gets and why: ``auto`` resolves from this CPU for the CPU layout (:func:`overflow_fix_for`)."""
+    from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
+    from deploy_res.engines.precision.qdq import overflow_fix_for
+
+    if asked != "auto":
+        return asked, "asked for"
+    if layout != "onnxruntime":
+        return "none", f"the {layout} layout runs on a GPU"
+    cpu = cpu_fingerprint()
+    fix = overflow_fix_for(cpu["isa"])
+    return fix, (f"this CPU ({cpu['model'] or cpu['machine']}) has no VNNI: its u8 x s8 sums are 16-bit and saturate" if fix != "none"
+                 else "this CPU's u8 x s8 sums do not saturate (VNNI, AMX or not x86)")
 
 
 def _calibration_samples(settings: BuildSettings, manifest: dict, model: onnx.ModelProto):

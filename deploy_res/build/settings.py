@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the zoo imports torch; the command line reads these setting
 
 DEVICES = ("cpu", "cuda")
 PERF_HINTS = ("latency", "throughput")
+OVERFLOW_FIX_CHOICES = ("auto", "first_layer", "none")
 DEFAULT_CALIB_SAMPLES = 128
 
 
@@ -42,6 +43,8 @@ class BuildSettings:
         skip_bad_files: skip calibration files that fail to decode (default False: stop).
         fallback_layers: leave this many of the most sensitive layers in FP32 (default none).
         target_agreement: leave sensitive layers in FP32 until top-1 agreement with FP32 reaches this (default none).
+        overflow_fix: ``auto`` (default: ``first_layer`` on an x86 CPU without VNNI, whose u8 x s8 sums saturate,
+            else ``none``), ``first_layer`` (7-bit weights in the image-fed layers) or ``none``; CPU engines only.
 
     FP16:
         fp16_keep_op_types: ONNX op types kept in FP32 (default None: the converter's list).
@@ -70,6 +73,7 @@ class BuildSettings:
     skip_bad_files: bool = False
     fallback_layers: Optional[int] = None
     target_agreement: Optional[float] = None
+    overflow_fix: str = "auto"
     fp16_keep_op_types: Optional[tuple[str, ...]] = None
     fp16_keep_nodes: tuple[str, ...] = ()
     preprocessing: Optional[Preprocessing] = None
@@ -85,6 +89,7 @@ class BuildSettings:
         _choose("backend", self.backend, BACKENDS)
         _choose("device", self.device, DEVICES)
         _choose("calibration method", self.calib_method, METHODS)
+        _choose("overflow fix", self.overflow_fix, OVERFLOW_FIX_CHOICES)
         if self.perf_hint is not None:
             _choose("performance hint", self.perf_hint, PERF_HINTS)
         require_at_least_one(self, "calib_samples", "threads", "workspace_mb")
@@ -94,6 +99,9 @@ class BuildSettings:
             raise DeployResError(f"--fallback-layers must be 0 or more, got {self.fallback_layers}")
         if self.target_agreement is not None and not (math.isfinite(self.target_agreement) and 0 <= self.target_agreement <= 1):
             raise DeployResError(f"--target-agreement is a top-1 agreement from 0 to 1, got {self.target_agreement}")
+        if self.overflow_fix == "first_layer" and (self.precision != "int8" or self.backend == "tensorrt" or self.device != "cpu"):
+            raise DeployResError("--overflow-fix first_layer is for INT8 engines on the CPU (a GPU's INT8 has no saturating 16-bit sums); "
+                                 "drop it or use --int8 with --backend onnxruntime|openvino")
         if (self.target_agreement is not None or self.fallback_layers is not None) and self.precision != "int8":
             raise DeployResError("--target-agreement and --fallback-layers go with --int8")
         if self.target_agreement is not None and self.fallback_layers is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from deploy_res.build.settings import DEVICES, PERF_HINTS, BuildSettings
+from deploy_res.build.settings import DEVICES, OVERFLOW_FIX_CHOICES, PERF_HINTS, BuildSettings
 from deploy_res.cli.app import Context, cli, pass_ctx
 from deploy_res.cli.options import InputShape, Names, input_shapes, preprocessing_from, preprocessing_options
 from deploy_res.core.errors import DeployResError
@@ -30,6 +30,8 @@ DEFAULTS = BuildSettings()
 @click.option("--fp16-keep-nodes", type=Names(), default="", help="Comma-separated node names kept in FP32.")
 @click.option("--onnx-only", is_flag=True, help="Write the FP16 / Q/DQ ONNX the build would use, and stop.")
 @click.option("--target-agreement", type=click.FloatRange(0, 1), help="INT8: leave the most sensitive layers in FP32 until top-1 agreement with FP32 reaches this.")
+@click.option("--overflow-fix", type=click.Choice(OVERFLOW_FIX_CHOICES), default=DEFAULTS.overflow_fix, show_default=True,
+              help="INT8 on the CPU: 7-bit weights in the image-fed layers (first_layer), where u8 x s8 sums saturate; auto: on x86 CPUs without VNNI.")
 @click.option("--fallback-layers", type=click.IntRange(0), help="INT8: leave this many of the most sensitive layers in FP32.")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS.device, show_default=True, help="ONNX Runtime device.")
 @click.option("--threads", type=click.IntRange(1), help="OpenVINO inference threads, recorded in the engine [default: OpenVINO's].")

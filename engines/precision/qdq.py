@@ -23,7 +23,12 @@ fed our ranges through its calibration cache: uint8 activations (asymmetric),
 int8 per-channel weights (U8S8, ORT's advice for x86; FACTS.md: 3.5x FP32 on
 this CPU, all 53 ResNet-50 convs fused to QLinearConv), the rest of ORT's
 defaults. Symmetric int8 activations run at 0.9x FP32 on ORT CPU, which is
-why the two emitters differ.
+why the two emitters differ. ``overflow_fix="first_layer"`` re-quantises the
+weights of the first weighted layers (those fed by the graph input) at 7 bits
+(+-64, bias re-scaled to match): x86 CPUs without VNNI multiply u8 x s8 with
+VPMADDUBSW, whose 16-bit pair sums saturate where both activations are large,
+as in the image-fed first layer (OpenVINO's "saturation issue", NNCF's
+``overflow_fix``, ORT's ``reduce_range``; measured in the README, "INT8 on a CPU without VNNI").
 
 Residual Adds and their skip inputs come from the one finder the graph
 passes also use (:mod:`deploy_res.core.residual`): the skip is the input
@@ -58,23 +63,84 @@ LAYOUTS = ("tensorrt", "onnxruntime")
 """The Q/DQ layouts: where Q/DQ pairs sit and how they are typed, per the runtime that reads them."""
 WEIGHTED_OPS = ("Conv", "Gemm")
 INT8_MAX = 127
+OVERFLOW_FIXES = ("none", "first_layer")
+"""What :func:`emit_qdq` does against u8 x s8 saturation on CPUs without VNNI: nothing, or 7-bit first-layer weights."""
+SEVEN_BIT_MAX = 64
+"""ONNX Runtime's reduced int8 weight range (``reduce_range``: [-64, 64])."""
 
 
-def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, layout: str = "onnxruntime") -> onnx.ModelProto:
+def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, layout: str = "onnxruntime",
+             overflow_fix: str = "none") -> onnx.ModelProto:
     """A Q/DQ copy of the float ``model`` in ``layout`` (``tensorrt`` or ``onnxruntime``, the default).
 
     ``ranges`` must come from calibrating this very model (tensor names are
-    matched); tensors it lacks are an error naming them.
+    matched); tensors it lacks are an error naming them. ``overflow_fix``
+    (``onnxruntime`` layout only; default ``none``): ``first_layer`` keeps the
+    first layers' weights at 7 bits, for CPUs without VNNI (module docstring).
     """
     if layout not in LAYOUTS:
         raise DeployResError(f"unknown Q/DQ layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if overflow_fix not in OVERFLOW_FIXES or (overflow_fix != "none" and layout != "onnxruntime"):
+        raise DeployResError(f"overflow fix {overflow_fix!r} is not one of {', '.join(OVERFLOW_FIXES)} for the {layout} layout")
     proto = load_onnx(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise DeployResError(f"per-channel Q/DQ needs ONNX opset 13 or newer, the model has {opset}; re-export with opset_version >= 13")
     if layout == "tensorrt":
         return emit_tensorrt_qdq(proto, ranges)
-    return emit_onnxruntime_qdq(proto, ranges)
+    emitted = emit_onnxruntime_qdq(proto, ranges)
+    return seven_bit_first_layers(emitted, proto) if overflow_fix == "first_layer" else emitted
+
+
+def overflow_fix_for(isa: Iterable[str]) -> str:
+    """The :data:`OVERFLOW_FIXES` entry for an x86 CPU with these ISA flags (``cpu_fingerprint()["isa"]``):
+    ``first_layer`` where u8 x s8 products go through 16-bit sums (AVX2 or AVX-512 without VNNI or AMX), else ``none``."""
+    flags = set(isa)
+    x86 = bool(flags & {"sse4_2", "avx", "avx2", "avx512f"})
+    return "first_layer" if x86 and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "none"
+
+
+def seven_bit_first_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> onnx.ModelProto:
+    """``qdq`` (ONNX Runtime's layout, emitted from ``float_model``) with the weights of every Conv/Gemm fed by a
+    graph input re-quantised per channel at 7 bits (scale = max|w| / 64) and its int32 bias re-scaled to the new
+    input x weight scale; in place, returned."""
+    from onnx import numpy_helper
+
+    inputs = {i.name for i in float_model.graph.input}
+    float_inits = {i.name: i for i in float_model.graph.initializer}
+    first = {n.name: n for n in float_model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] in inputs}
+    inits = {i.name: i for i in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+
+    def dequantizer(tensor: str):
+        node = producer.get(tensor)
+        return node if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in inits else None
+
+    def put(name: str, array: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(array, name))
+
+    for node in qdq.graph.node:
+        original = first.get(node.name)
+        weight_dq = dequantizer(node.input[1]) if original is not None else None
+        if weight_dq is None or original.input[1] not in float_inits:
+            continue
+        weight = numpy_helper.to_array(float_inits[original.input[1]]).astype(np.float32)
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+        moved = np.moveaxis(weight, axis, 0)
+        amax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+        scale = np.where(amax > 0, amax / SEVEN_BIT_MAX, 1.0).astype(np.float32)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        put(weight_dq.input[0], np.clip(np.rint(weight / scale.reshape(shape)), -SEVEN_BIT_MAX, SEVEN_BIT_MAX).astype(np.int8))
+        put(weight_dq.input[1], scale.reshape(numpy_helper.to_array(inits[weight_dq.input[1]]).shape))
+        bias_dq = dequantizer(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        data_dq = producer.get(node.input[0])
+        if bias_dq is not None and data_dq is not None and data_dq.op_type == "DequantizeLinear" and data_dq.input[1] in inits:
+            bias = numpy_helper.to_array(inits[bias_dq.input[0]]).astype(np.float64) * numpy_helper.to_array(inits[bias_dq.input[1]])
+            bias_scale = (float(numpy_helper.to_array(inits[data_dq.input[1]])) * scale).astype(np.float32)
+            put(bias_dq.input[0], np.rint(bias / bias_scale).astype(np.int32))
+            put(bias_dq.input[1], bias_scale)
+    return qdq
 
 
 # --------------------------------------------------------------------------- graph helpers

@@ -97,12 +97,13 @@ def test_a_handful_of_labelled_samples_is_inconclusive_not_failed(engines, digit
 
 
 def test_a_damaged_int8_engine_fails_with_and_without_labels(engines, digits_model, digits_folder, monkeypatch, tmp_path):
-    """The last convolution's weight scales doubled: a true top-1 drop of several points."""
+    """The last convolution's weight scales tripled: a true top-1 drop of several points, on every CPU (doubled, the
+    unlabelled agreement sat at the 0.9 limit where VNNI is absent and the first layer is 7-bit)."""
     from deploy_res.validation.sensitivity import qdq_sources
 
     qdq_path, _ = qdq_sources(engines["int8"])
     broken = tmp_path / "damaged.int8.onnx"
-    onnx.save(damage(onnx.load(str(qdq_path)), 2.0), str(broken))
+    onnx.save(damage(onnx.load(str(qdq_path)), 3.0), str(broken))
     reference = ["--reference", "digits_net:digits_resnet", "--reference-weights", digits_model.weights_path]
     for data in ("large.npz", "large_unlabelled.npz"):
         result, verdict = _validate(monkeypatch, digits_folder, broken, data, *reference)

@@ -260,3 +260,45 @@ def test_onnxruntime_emitter_quantises_biases_shared_through_identity(tmp_path):
     qdq = emit_qdq(model, ranges, "onnxruntime")
     producers = {out: node.op_type for node in qdq.graph.node for out in node.output}
     assert [producers.get(n.input[2]) for n in qdq.graph.node if n.op_type == "Conv"] == ["DequantizeLinear"] * 2
+
+
+@pytest.mark.parametrize("isa, fix", [
+    (["avx", "avx2", "fma", "sse4_2"], "first_layer"),  # AVX2 EPYC: VPMADDUBSW's 16-bit pair sums
+    (["avx2", "avx512f", "avx512bw"], "first_layer"),  # AVX-512 without VNNI saturates the same way
+    (["avx2", "avx512f", "avx512_vnni"], "none"),
+    (["avx2", "avx_vnni"], "none"),
+    (["avx2", "avx512f", "amx_int8", "amx_tile"], "none"),
+    (["asimd"], "none"),  # not x86
+])
+def test_the_overflow_fix_follows_the_cpus_int8_dot_product(isa, fix):
+    from deploy_res.engines.precision.qdq import overflow_fix_for
+
+    assert overflow_fix_for(isa) == fix
+
+
+def test_the_first_layer_fix_keeps_only_the_image_fed_weights_at_7_bits(digits_model, digits_ranges):
+    float_model = onnx.load(str(digits_model.onnx_path))
+    plain = emit_qdq(float_model, digits_ranges, "onnxruntime")
+    fixed = emit_qdq(float_model, digits_ranges, "onnxruntime", overflow_fix="first_layer")
+    graph = _graph(fixed)
+    inputs = {t.name for t in graph.inputs}
+    convs = [n for n in graph.nodes if n.op == "Conv"]
+    first = [c.name for c in convs if c.inputs[0].inputs[0].inputs[0].inputs[0].inputs[0].name in inputs]  # Conv <- DQ <- Q <- graph input
+    assert len(first) == 1 and len(convs) > 1
+    for conv in convs:
+        weight_dq = conv.inputs[1].inputs[0]
+        q, scale = weight_dq.inputs[0].values, weight_dq.inputs[1].values
+        float_weight = numpy_helper.to_array(next(i for i in float_model.graph.initializer
+                                                  if i.name == next(n for n in float_model.graph.node if n.name == conv.name).input[1]))
+        per_channel = np.abs(float_weight.reshape(len(float_weight), -1)).max(1)
+        limit = 64 if conv.name in first else 127
+        assert np.abs(q).max() == limit and np.allclose(scale, per_channel / limit, rtol=1e-6)
+        if len(conv.inputs) > 2:  # the int32 bias follows its input x weight scale
+            bias_dq, data_scale = conv.inputs[2].inputs[0], conv.inputs[0].inputs[0].inputs[1].values
+            assert np.allclose(bias_dq.inputs[1].values, data_scale * scale, rtol=1e-6)
+    x = digits_model.test_x[:64]
+    reference = run_onnx(float_model, x)
+    # the same network: 7 bits in one layer costs little against the float graph (Q/DQ run exactly, no integer kernels)
+    assert mean_cosine(run_onnx(fixed, x, exact=True), reference) > mean_cosine(run_onnx(plain, x, exact=True), reference) - 0.002
+    with pytest.raises(DeployResError, match="overflow fix"):
+        emit_qdq(float_model, digits_ranges, "tensorrt", overflow_fix="first_layer")

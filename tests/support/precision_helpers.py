@@ -22,12 +22,15 @@ def export_onnx(module, example, path: Path) -> Path:
     return path
 
 
-def run_onnx(model, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Outputs of ``model`` (path or ModelProto) on ORT's CPU provider, 2 threads, in batches."""
+def run_onnx(model, inputs: np.ndarray, batch: int = 64, exact: bool = False) -> np.ndarray:
+    """Outputs of ``model`` (path or ModelProto) on ORT's CPU provider, 2 threads, in batches. ``exact``: no graph
+    optimisation, so Q/DQ nodes run as the float ops they define (no integer kernels, no saturation)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
