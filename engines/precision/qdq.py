@@ -124,14 +124,9 @@ def seven_bit_first_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -
         weight_dq = dequantizer(node.input[1]) if original is not None else None
         if weight_dq is None or original.input[1] not in float_inits:
             continue
-        weight = numpy_helper.to_array(float_inits[original.input[1]]).astype(np.float32)
-        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
-        moved = np.moveaxis(weight, axis, 0)
-        amax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
-        scale = np.where(amax > 0, amax / SEVEN_BIT_MAX, 1.0).astype(np.float32)
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        put(weight_dq.input[0], np.clip(np.rint(weight / scale.reshape(shape)), -SEVEN_BIT_MAX, SEVEN_BIT_MAX).astype(np.int8))
+        weight = numpy_helper.to_array(float_inits[original.input[1]])
+        q, scale = _quantize_weight(weight, next((a.i for a in weight_dq.attribute if a.name == "axis"), 1), SEVEN_BIT_MAX)
+        put(weight_dq.input[0], q)
         put(weight_dq.input[1], scale.reshape(numpy_helper.to_array(inits[weight_dq.input[1]]).shape))
         bias_dq = dequantizer(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         data_dq = producer.get(node.input[0])
@@ -177,13 +172,14 @@ def _scale_for(amax: float) -> np.float32:
     return np.float32(amax / INT8_MAX) if amax > 0 else np.float32(1.0)
 
 
-def _quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def _quantize_weight(weight: np.ndarray, axis: int, limit: int = INT8_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 on ``axis``: scale = max|w| / ``limit`` (default 127; 64 for 7 bits), values in +-limit."""
     moved = np.moveaxis(weight.astype(np.float32), axis, 0)
     amax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
-    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / limit, 1.0).astype(np.float32)
     shape = [1] * weight.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+    q = np.clip(np.rint(weight / scale.reshape(shape)), -limit, limit).astype(np.int8)
     return q, scale
 
 
