@@ -6,14 +6,15 @@ CPU, served through the tritonserver nvidia-pytriton bundles at ``--concurrency`
   tune      ``deploy_res.tune.tune`` with ``--p99-ms`` at ``--concurrency``, harness ``triton``: its chosen point and
             its wall time (export, builds and validation included).
   sweep     every serving configuration of :func:`deploy_res.tune.space.exhaustive` (with streams for OpenVINO)
-            for every engine the tune validated as PASS (same engines, same harness, same seconds per point); its
-            best point meeting the budget, judged the same way. Its time = the tune's engine phase (export, build, validate: a sweep needs
+            for every engine the tune validated as PASS (same engines, same harness, same seconds per point, each
+            served longer while its p99 budget is undecided, as the tune does: ``deploy_res.tune.judge.serve_longer``);
+            its best point meeting the budget, judged the same way. Its time = the tune's engine phase (export, build, validate: a sweep needs
             them too) + the time its points took.
   default   ``deployres run --int8``'s engine (INT8, ``--backend auto``) served with ``deployres triton``'s
             defaults (1 instance on every core, max batch = the top of the batch range, no queue delay).
 
-The three are then measured again ``--rounds`` times, alternating (tune, sweep, default, tune, ...), in one
-server, each model loaded alone, and the ratios come from those side-by-side runs, not from the search's own
+The three are then measured again ``--rounds`` times (more, up to 8, while one's p99 budget is undecided),
+alternating (tune, sweep, default, tune, ...), in one server, each model loaded alone, and the ratios come from those side-by-side runs, not from the search's own
 figures; ``--cross-check`` also measures each alone in a fresh process and server.
 
     python benchmarks/bench_tune.py [--input-size 3,224,224] [--p99-ms 200] [--concurrency 8] [--seconds 3]
@@ -38,6 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODEL = "resnet50"
+MAX_ROUNDS = 8
+"""Side-by-side rounds go on past ``--rounds`` (up to this many) while a contender's p99 budget is undecided."""
 
 
 def prepare(work: Path, input_size: tuple[int, int, int]) -> tuple[Path, Path, Path]:
@@ -109,6 +112,7 @@ def main() -> None:
     from deploy_res.core.names import served_name
     from deploy_res.export import ExportSettings
     from deploy_res.tune import BudgetNotMet, TuneSettings, tune
+    from deploy_res.tune.judge import serve_longer, undecided
     from deploy_res.tune.measure import TritonHarness
     from deploy_res.tune.space import Serving, exhaustive
     from deploy_res.validation import ValidateSettings, validate
@@ -148,10 +152,17 @@ def main() -> None:
     try:
         for name, entry in passing.items():
             top = entry.get("top_batch") or 16
+            served = served_name(entry["path"], entry["backend"], entry["precision"])
             for serving in exhaustive(cores, top, streams=entry["backend"] == "openvino"):
-                run = harness.measure(Path(entry["path"]), served_name(entry["path"], entry["backend"], entry["precision"]), serving, inputs,
-                                      args.concurrency, args.seconds)
-                swept.append(judged(name, serving, [run], args.p99_ms))
+                runs = [harness.measure(Path(entry["path"]), served, serving, inputs, args.concurrency, args.seconds)]
+                point = judged(name, serving, runs, args.p99_ms)
+                while undecided(point):  # served longer while its p99 budget is undecided, as the tune serves its points
+                    longer, _why_not = serve_longer(point, runs, args.p99_ms, args.seconds, settings.max_point_seconds)
+                    if not longer:
+                        break
+                    runs.append(harness.measure(Path(entry["path"]), served, serving, inputs, args.concurrency, longer))
+                    point = judged(name, serving, runs, args.p99_ms)
+                swept.append(point)
                 print(f"  sweep: {name} {serving.key}: {swept[-1]['throughput']:.1f} img/s, p99 {swept[-1]['p99_ms']:.1f} ms", flush=True)
         sweep_s = time.perf_counter() - sweep_start + engines_s
 
@@ -174,7 +185,10 @@ def main() -> None:
         if best:
             contenders["sweep"] = {"engine": best["engine"], "path": passing[best["engine"]]["path"], "serving": serving_of(best)}
         side: dict[str, list[dict]] = {label: [] for label in contenders}
-        for _ in range(args.rounds):
+        rounds = 0
+        while rounds < args.rounds or (rounds < MAX_ROUNDS and any(
+                undecided(judged(contenders[label]["engine"], contenders[label]["serving"], runs, args.p99_ms)) for label, runs in side.items())):
+            rounds += 1
             for label, c in contenders.items():
                 path = Path(c["path"])
                 manifest = read_manifest(path) or {}
@@ -191,7 +205,7 @@ def main() -> None:
                                   str(args.seconds), "--p99-ms", str(args.p99_ms),
                                   "--measure-one", f"{c['path']}|{json.dumps({**c['serving'].to_dict(), 'force': c.get('force', False)})}"], capture_output=True, text=True, check=True)
             alone[label] = json.loads(out.stdout.strip().splitlines()[-1])
-    write(work, args, cores, tune_s, engines_s, sweep_s, len(swept), report, best, figures, alone, contenders)
+    write(work, args, cores, tune_s, engines_s, sweep_s, len(swept), report, best, figures, alone, contenders, rounds)
 
 
 def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> dict:
@@ -211,7 +225,16 @@ def measure_alone(engine: Path, serving: dict, work: Path, cores: int, args) -> 
     return {"throughput": point["throughput"], "p99_ms": point["p99_ms"]}
 
 
-def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, figures, alone, contenders) -> None:
+def meets(point: dict) -> str:
+    """``yes``, ``no``, or ``undecided (N requests)`` for a point's p99 budget."""
+    from deploy_res.tune.judge import undecided
+
+    if point["judgement"]["meets"]:
+        return "yes"
+    return f"undecided ({point['requests']} requests)" if undecided(point) else "no"
+
+
+def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, figures, alone, contenders, rounds) -> None:
     from bench_cpu_backends import isa_name  # the ISA tag every results file is named by
     from deploy_res.serve.triton_settings import in_streams
     from deploy_res.engines.onnxruntime.backend import cpu_fingerprint
@@ -225,7 +248,7 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
              f"served by the bundled tritonserver (Python backend) at {args.concurrency} clients, one sample per request.", "",
              "## Engines the tune judged", "", "| engine | verdict | line |", "|---|---|---|"]
     lines += [f"| {e['name']} | {e['outcome'].upper()} | {e['verdict']} |" for e in report["engines"]]
-    lines += ["", f"## Side by side ({args.rounds} alternating runs each, {args.seconds:g} s per run)", "",
+    lines += ["", f"## Side by side ({rounds} alternating runs each, {args.seconds:g} s per run)", "",
               "| | engine | serving | img/s | p99 ms [95 %] | meets p99 budget |" + (" alone: img/s | alone: p99 ms |" if alone else ""),
               "|---|---|---|---|---|---|" + ("---|---|" if alone else "")]
     for label, fig in figures.items():
@@ -233,7 +256,7 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
         low, high = fig["p99_interval_ms"]
         row = (f"| {label} | {contenders[label]['engine']} | {s.instances} x {s.threads}{in_streams(s.streams)}, max batch {s.max_batch}, delay {s.queue_delay_us} us | "
                f"{fig['throughput']:.1f} | {fig['p99_ms']:.1f} [{low:.1f}, {'-' if high is None else f'{high:.1f}'}] | "
-               f"{'yes' if fig['judgement']['meets'] else 'no'} |")
+               f"{meets(fig)} |")
         if alone:
             row += f" {alone[label]['throughput']:.1f} | {alone[label]['p99_ms']:.1f} |"
         lines.append(row)
@@ -245,7 +268,7 @@ def write(work, args, cores, tune_s, engines_s, sweep_s, swept, report, best, fi
     lines += [f"- tune / default throughput: **{tune_fig['throughput'] / default_fig['throughput']:.3f}**",
               f"- tune wall time {tune_s:.0f} s ({engines_s:.0f} s export, builds and validation; {report['measured_total']} points measured) "
               f"vs the sweep's {sweep_s:.0f} s ({engines_s:.0f} s + {swept} points): **{tune_s / sweep_s:.2f}** of it (target <= 0.33)",
-              f"- the tune's chosen point meets the p99 budget in the side-by-side runs: {'yes' if tune_fig['judgement']['meets'] else 'NO'}"]
+              f"- the tune's chosen point meets the p99 budget in the side-by-side runs: {meets(tune_fig).upper()}"]
     if best:
         lines.append(f"- the sweep's best during the sweep: {best['engine']} {best['key']}, {best['throughput']:.1f} img/s, p99 {best['p99_ms']:.1f} ms")
     text = "\n".join(lines) + "\n"

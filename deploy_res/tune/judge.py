@@ -45,6 +45,47 @@ def judge(point: Mapping[str, Any], p99_ms: Optional[float], min_throughput: Opt
     return {"meets": not failed, "checks": checks, "failed": "; ".join(describe(c) for c in failed) or None}
 
 
+BOUNDING_REQUESTS = 368
+"""Fewest requests whose order statistics bound a p99 from above at 95 % (1 - 0.99**368 > 0.975)."""
+
+
+def undecided(point: Mapping[str, Any]) -> bool:
+    """Whether ``point``'s p99 budget is still INCONCLUSIVE on its requests (more requests may decide it)."""
+    return any(c["name"] == "p99_ms" and c["outcome"] == "inconclusive" for c in point["judgement"]["checks"])
+
+
+def requests_to_decide(point: Mapping[str, Any], budget: float) -> float:
+    """About how many requests would decide an undecided p99 budget: at least 2 x :data:`BOUNDING_REQUESTS`; once the
+    interval has both sides, as many as shrink its side facing the budget to the p99's distance from it (the width
+    of an order-statistic interval falls as 1/sqrt(requests)). A p99 exactly at the budget: infinitely many."""
+    low, high = point["p99_interval_ms"]
+    p99, requests = point["p99_ms"], point["requests"]
+    floor = 2 * BOUNDING_REQUESTS
+    if low is None or high is None or p99 is None:
+        return float(floor)
+    distance = abs(budget - p99)
+    side = (high - p99) if p99 <= budget else (p99 - low)
+    if distance == 0:
+        return float("inf")
+    return max(float(floor), requests * (side / distance) ** 2)
+
+
+def serve_longer(point: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], budget: float, seconds: float,
+                 max_seconds: float) -> tuple[float, Optional[str]]:
+    """How many seconds more to serve an :func:`undecided` point after ``runs`` (each with its ``seconds`` and
+    ``requests``) so that its p99 budget is decided: time for 1.2 x :func:`requests_to_decide` requests at the rate
+    measured so far, at least ``seconds``, at most what ``max_seconds`` in all leaves. ``(0, why)`` when deciding it
+    would take longer than ``max_seconds`` (its p99 lies too near the budget); ``(0, None)`` when under half of
+    ``seconds`` is left."""
+    spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
+    per_request, needed, left = spent / max(1, requests), requests_to_decide(point, budget), max_seconds - spent
+    if needed > requests and (needed - requests) * per_request > left:
+        return 0.0, (f"its p99 {point['p99_ms']:.1f} ms is so near the {budget:g} ms budget that about {needed:.0f} requests "
+                     f"would decide it, more than --max-point-seconds {max_seconds:g} gives")
+    longer = min(left, max(seconds, (1.2 * needed - requests) * per_request))
+    return (longer, None) if longer >= seconds / 2 else (0.0, None)
+
+
 def describe(check: Mapping[str, Any]) -> str:
     """One check in words: ``p99 41.2 ms [38.0, 47.9] > 40 ms budget: INCONCLUSIVE``."""
     if check["name"] == "errors":

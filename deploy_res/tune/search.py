@@ -9,7 +9,7 @@
    INCONCLUSIVE engines are listed with their verdict line (INCONCLUSIVE is not a pass: the data could not show the
    engine within its limits).
 3. **Serving.** Each point is served ``seconds``, and again (pooled) while its p99 budget is INCONCLUSIVE, for the
-   requests its interval's width says would decide it (:func:`_requests_to_decide`), up to ``max_point_seconds`` in
+   requests its interval's width says would decide it (:func:`~deploy_res.tune.judge.serve_longer`), up to ``max_point_seconds`` in
    all; not when deciding it would take longer than that (its p99 lies too near the budget), nor when its first run
    is already more than :data:`~deploy_res.tune.judge.SCREEN` behind the best point meeting the budgets (deciding it
    could not change the answer). Every passing engine's coarse points (:func:`~deploy_res.tune.space.coarse`) are
@@ -392,22 +392,17 @@ def _measure_points(name, entry, points, runner, inputs, settings: TuneSettings,
         leader = _leader(state, settings)
         first = _figures(name, serving, runs, settings)
         contender = judging.could_win(first, leader, settings.objective)
-        if _undecided(first) and not contender:
+        if judging.undecided(first) and not contender:
             step(f"{entry['name']}: {serving.key} not served longer: {judging.objective_value(first, settings.objective):.1f} is "
                  f"over {judging.SCREEN:.0%} behind the best point meeting the budgets ({judging.objective_value(leader, settings.objective):.1f})")
         figures = first
-        while contender and _undecided(figures) and not clock.out():
-            spent, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
-            needed = _requests_to_decide(figures, settings.p99_ms)
-            left = settings.max_point_seconds - spent
-            if needed > requests and _seconds_for(needed - requests, requests, spent) > left:
-                step(f"{entry['name']}: {serving.key} left undecided: its p99 {figures['p99_ms']:.1f} ms is so near the {settings.p99_ms:g} ms "
-                     f"budget that about {needed:.0f} requests would decide it, more than --max-point-seconds {settings.max_point_seconds:g} gives")
+        while contender and judging.undecided(figures) and not clock.out():
+            longer, why_not = judging.serve_longer(figures, runs, settings.p99_ms, settings.seconds, settings.max_point_seconds)
+            if not longer:
+                if why_not:
+                    step(f"{entry['name']}: {serving.key} left undecided: {why_not}")
                 break
-            longer = min(left, max(settings.seconds, _seconds_for(1.2 * needed - requests, requests, spent)))
-            if longer < settings.seconds / 2:
-                break
-            step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {requests} requests")
+            step(f"{entry['name']}: {serving.key} served {longer:.0f} s more: its p99 budget is undecided on {figures['requests']} requests")
             runs.append(_measure(runner, entry, serving, inputs, settings, lambda _m: None, seconds=longer))
             figures = _figures(name, serving, runs, settings)
         state["points"][_point_id(name, serving)] = runs
@@ -451,40 +446,10 @@ def _climb(name, entry, runner, inputs, settings: TuneSettings, cores: int, stat
         current = better
 
 
-BOUNDING_REQUESTS = 368
-"""Fewest requests whose order statistics bound a p99 from above at 95 % (1 - 0.99**368 > 0.975)."""
-
-
-def _requests_to_decide(point: dict[str, Any], budget: float) -> float:
-    """About how many requests would decide an undecided p99 budget: at least 2 x :data:`BOUNDING_REQUESTS`; once the
-    interval has both sides, as many as shrink its side facing the budget to the p99's distance from it (the width
-    of an order-statistic interval falls as 1/sqrt(requests)). A p99 exactly at the budget: infinitely many."""
-    low, high = point["p99_interval_ms"]
-    p99, requests = point["p99_ms"], point["requests"]
-    floor = 2 * BOUNDING_REQUESTS
-    if low is None or high is None or p99 is None:
-        return float(floor)
-    distance = abs(budget - p99)
-    side = (high - p99) if p99 <= budget else (p99 - low)
-    if distance == 0:
-        return float("inf")
-    return max(float(floor), requests * (side / distance) ** 2)
-
-
-def _seconds_for(more: float, requests: int, spent: float) -> float:
-    """Seconds ``more`` requests take at the rate measured so far."""
-    return more * spent / max(1, requests)
-
-
 def _leader(state: dict, settings: TuneSettings) -> Optional[dict[str, Any]]:
     """The best point meeting every budget so far, over every engine (None: none yet)."""
     meeting = [p for p in _all_points(state, settings) if p["judgement"]["meets"]]
     return max(meeting, key=lambda p: judging.score(p, settings.objective)) if meeting else None
-
-
-def _undecided(point: dict[str, Any]) -> bool:
-    """Whether the p99 budget is still INCONCLUSIVE on this point's requests (more requests may decide it)."""
-    return any(c["name"] == "p99_ms" and c["outcome"] == "inconclusive" for c in point["judgement"]["checks"])
 
 
 def _keys(state: dict, engine: str) -> list[str]:

@@ -89,7 +89,7 @@ def emit_qdq(model: onnx.ModelProto | str | os.PathLike, ranges: Ranges, layout:
     if layout == "tensorrt":
         return emit_tensorrt_qdq(proto, ranges)
     emitted = emit_onnxruntime_qdq(proto, ranges)
-    return seven_bit_first_layers(emitted, proto) if overflow_fix == "first_layer" else emitted
+    return seven_bit_weights(emitted, proto) if overflow_fix == "first_layer" else emitted
 
 
 def overflow_fix_for(isa: Iterable[str]) -> str:
@@ -100,15 +100,18 @@ def overflow_fix_for(isa: Iterable[str]) -> str:
     return "first_layer" if x86 and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "none"
 
 
-def seven_bit_first_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> onnx.ModelProto:
-    """``qdq`` (ONNX Runtime's layout, emitted from ``float_model``) with the weights of every Conv/Gemm fed by a
-    graph input re-quantised per channel at 7 bits (scale = max|w| / 64) and its int32 bias re-scaled to the new
-    input x weight scale; in place, returned."""
+def seven_bit_weights(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layers: str = "first") -> onnx.ModelProto:
+    """``qdq`` (ONNX Runtime's layout, emitted from ``float_model``) with Conv/Gemm weights re-quantised per channel at
+    7 bits (scale = max|w| / 64) and their int32 bias re-scaled to the new input x weight scale; in place, returned.
+    ``layers``: ``first`` (default) those fed by a graph input (the ``first_layer`` overflow fix), ``all`` every one
+    (ORT's ``reduce_range``; ``benchmarks/probe_saturation.py`` compares the two)."""
+    if layers not in ("first", "all"):
+        raise DeployResError(f"layers must be 'first' or 'all', not {layers!r}")
     from onnx import numpy_helper
 
     inputs = {i.name for i in float_model.graph.input}
     float_inits = {i.name: i for i in float_model.graph.initializer}
-    first = {n.name: n for n in float_model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] in inputs}
+    chosen = {n.name: n for n in float_model.graph.node if n.op_type in WEIGHTED_OPS and (layers == "all" or n.input[0] in inputs)}
     inits = {i.name: i for i in qdq.graph.initializer}
     producer = {o: n for n in qdq.graph.node for o in n.output}
 
@@ -120,7 +123,7 @@ def seven_bit_first_layers(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -
         inits[name].CopyFrom(numpy_helper.from_array(array, name))
 
     for node in qdq.graph.node:
-        original = first.get(node.name)
+        original = chosen.get(node.name)
         weight_dq = dequantizer(node.input[1]) if original is not None else None
         if weight_dq is None or original.input[1] not in float_inits:
             continue

@@ -302,3 +302,14 @@ def test_the_first_layer_fix_keeps_only_the_image_fed_weights_at_7_bits(digits_m
     assert mean_cosine(run_onnx(fixed, x, exact=True), reference) > mean_cosine(run_onnx(plain, x, exact=True), reference) - 0.002
     with pytest.raises(DeployResError, match="overflow fix"):
         emit_qdq(float_model, digits_ranges, "tensorrt", overflow_fix="first_layer")
+
+
+def test_seven_bit_weights_in_every_layer_is_reduce_range(digits_model, digits_ranges):
+    from deploy_res.engines.precision.qdq import seven_bit_weights
+
+    float_model = onnx.load(str(digits_model.onnx_path))
+    every = seven_bit_weights(emit_qdq(float_model, digits_ranges, "onnxruntime"), float_model, layers="all")
+    weights = [n.inputs[1].inputs[0].inputs[0].values for n in _graph(every).nodes if n.op in ("Conv", "Gemm")]
+    assert len(weights) > 2 and all(np.abs(q).max() == 64 for q in weights)
+    with pytest.raises(DeployResError, match="'first' or 'all'"):
+        seven_bit_weights(every, float_model, layers="last")

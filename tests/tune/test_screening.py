@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy_res.tune.judge import judge, latency_figures
-from deploy_res.tune.search import BOUNDING_REQUESTS, _requests_to_decide, _screened_out
+from deploy_res.tune.judge import BOUNDING_REQUESTS, judge, latency_figures, requests_to_decide, serve_longer, undecided
+from deploy_res.tune.search import _screened_out
 from deploy_res.tune.settings import TuneSettings
 from deploy_res.tune.space import Serving
 
@@ -56,10 +56,10 @@ TRUE_P99 = float(np.exp(np.log(5.0) + 0.3 * 2.3263))
 def test_requests_to_decide_grow_as_the_p99_nears_the_budget():
     rng = np.random.default_rng(0)
     few = latency_figures(_lognormal(100, rng))  # no upper side yet: at least twice the bounding requests
-    assert few["p99_interval_ms"][1] is None and _requests_to_decide(few, 10.0) == 2 * BOUNDING_REQUESTS
+    assert few["p99_interval_ms"][1] is None and requests_to_decide(few, 10.0) == 2 * BOUNDING_REQUESTS
     point = latency_figures(_lognormal(2000, rng))
-    assert _requests_to_decide(point, point["p99_ms"]) == float("inf")
-    near, far = _requests_to_decide(point, point["p99_ms"] * 1.02), _requests_to_decide(point, point["p99_ms"] * 1.2)
+    assert requests_to_decide(point, point["p99_ms"]) == float("inf")
+    near, far = requests_to_decide(point, point["p99_ms"] * 1.02), requests_to_decide(point, point["p99_ms"] * 1.2)
     assert near > far >= 2 * BOUNDING_REQUESTS
 
 
@@ -70,7 +70,22 @@ def test_the_forecast_decides_most_budgets_it_is_given_the_requests_for():
     for factor in (0.95, 1.05):
         budget, decided = TRUE_P99 * factor, 0
         for _ in range(30):
-            need = _requests_to_decide(latency_figures(_lognormal(1000, rng)), budget)
+            need = requests_to_decide(latency_figures(_lognormal(1000, rng)), budget)
             again = latency_figures(_lognormal(int(1.2 * need), rng))
             decided += judge(again, budget, None)["checks"][0]["outcome"] != "inconclusive"
         assert decided >= 15, (factor, decided)
+
+
+def _judged(run: dict, budget: float) -> dict:
+    point = {**latency_figures(run["latencies_ms"]), "errors": 0, "throughput": run["throughput"]}
+    return {**point, "judgement": judge(point, budget, None)}
+
+
+def test_serve_longer_asks_for_the_time_that_would_decide_the_p99():
+    short = _run(100.0, requests=100)  # 1 s at 100 img/s: too few requests to bound the p99 from above
+    point = _judged(short, 1000.0)
+    assert undecided(point)
+    longer, why_not = serve_longer(point, [short], 1000.0, seconds=3.0, max_seconds=60.0)
+    assert why_not is None and abs(longer - (1.2 * 2 * BOUNDING_REQUESTS - 100) / 100.0) < 1e-9  # 1.2 x the forecast at 100 req/s
+    nothing, why_not = serve_longer(point, [short], 1000.0, seconds=3.0, max_seconds=4.0)  # 6.4 s needed, 3 s left
+    assert nothing == 0.0 and "about 736 requests would decide it, more than --max-point-seconds 4 gives" in why_not
