@@ -69,8 +69,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     lines = [f"Budgets: {', '.join(parts)}, at {budgets['concurrency']} concurrent clients; objective: {report['objective']}.",
              f"Measured with: {report.get('tool') or 'nothing (no engine passed)'}; machine: {report['machine']['cpu']} "
              f"({', '.join(report['machine']['isa'] or [])}), {report['machine']['cores']} cores for serving.",
-             f"{len(report['points'])} points measured ({report['measured_this_run']} in this run{', resumed' if report['resumed'] else ''}), "
-             f"{report['seconds']:.0f} s."]
+             f"{len(report['points'])} points measured ({report['measured_this_run']} measurements in this run, the finalists' second runs "
+             f"counted{'; resumed' if report['resumed'] else ''}), {report['seconds']:.0f} s."]
     chosen = report.get("chosen")
     if chosen:
         s = chosen["serving"]
