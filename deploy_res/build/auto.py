@@ -1,9 +1,11 @@
 """``--backend auto`` on a CPU: build with every candidate backend, time the engines side by side, keep the faster.
 
 A reduced-precision candidate is first judged by the validation verdict (:func:`deploy_res.validation.validate`)
-against the FP32 graph it was built from, on the calibration data: one that FAILS its precision's limits is
-removed and never timed, so auto never picks a faster engine that fails them. When every candidate fails, the
-faster is kept with a note saying so (the build's own ``validate`` then fails it).
+against the FP32 graph it was built from, on the calibration data, and :func:`gate` keeps the ones ``tune`` would
+time: when any candidate PASSES, only the passing ones (a FAIL or an INCONCLUSIVE one is removed and never timed);
+when none passes, the INCONCLUSIVE ones; when every one fails, all, and the faster is kept with a note saying so
+(the build's own ``validate`` then fails it). So auto never picks a faster engine that fails the limits, nor one
+the data cannot show within them over one that it can.
 """
 
 from __future__ import annotations
@@ -27,18 +29,13 @@ def build_measured(candidates: Sequence[str], build: Callable[..., Any], setting
     """
     built = {name: build(replace(settings, backend=name)) for name in candidates}
     judged = _judge(built, reference, settings, status) if settings.precision != "fp32" else {}
-    failing = [name for name, verdict in judged.items() if verdict["outcome"] == "fail"]
-    gate_notes = [f"auto: {name} {verdict['verdict']}" for name, verdict in judged.items()]
-    if failing and len(failing) < len(built):
-        for name in failing:
-            _remove_engine(built.pop(name).engine, name)
-        candidates = [name for name in candidates if name in built]
-        gate_notes.append(f"auto: {', '.join(failing)} removed: it fails the {settings.precision} limits, so it is not timed")
-    elif failing:
-        gate_notes.append(f"auto: every candidate fails the {settings.precision} limits; the faster is kept (try --fallback-layers)")
+    removed, gate_notes = gate(judged, settings.precision)
+    for name in removed:
+        _remove_engine(built.pop(name).engine, name)
+    candidates = [name for name in candidates if name in built]
     if len(built) == 1:
         (winner, chosen), = built.items()
-        _record(chosen.engine, {"chosen": winner, "rule": "the only candidate that passes the accuracy gate", "accuracy": judged,
+        _record(chosen.engine, {"chosen": winner, "rule": "the only candidate the accuracy gate keeps", "accuracy": judged,
                                 "threads": settings.threads})
         chosen.notes += gate_notes
         return chosen
@@ -62,6 +59,30 @@ def build_measured(candidates: Sequence[str], build: Callable[..., Any], setting
         chosen.notes.append(f"auto: at batch {small} {fastest} is faster ({', '.join(f'{n} {speeds[n][small]:.1f}' for n in candidates)} images/s); "
                             f"for batch-{small} serving build with --backend {fastest}")
     return chosen
+
+
+def gate(judged: Mapping[str, Mapping[str, Any]], precision: str) -> tuple[list[str], list[str]]:
+    """``(candidates removed before timing, notes)`` from each candidate's verdict, as ``tune`` chooses: when any
+    candidate PASSES, only the passing ones are timed (a FAIL or an INCONCLUSIVE one is removed); when none passes,
+    the INCONCLUSIVE ones are timed and the failing ones removed; when every one FAILS, none is removed (the faster is
+    kept, and the build's own ``validate`` fails it)."""
+    by_outcome: dict[str, list[str]] = {"pass": [], "inconclusive": [], "fail": []}
+    for name, verdict in judged.items():
+        by_outcome.setdefault(verdict["outcome"], []).append(name)
+    passing, undecided, failing = by_outcome["pass"], by_outcome["inconclusive"], by_outcome["fail"]
+    notes = [f"auto: {name} {verdict['verdict']}" for name, verdict in judged.items()]
+    if failing and (passing or undecided):
+        notes.append(f"auto: {', '.join(failing)} removed: it fails the {precision} limits, so it is not timed")
+    if passing and undecided:
+        notes.append(f"auto: {', '.join(undecided)} removed: its verdict is INCONCLUSIVE and {', '.join(passing)} passes the {precision} "
+                     f"limits, so it is not timed")
+    if not passing and undecided:
+        notes.append(f"auto: no candidate passes the {precision} limits on these samples; the INCONCLUSIVE ones are timed "
+                     f"(more --calib-samples may decide)")
+    if judged and not passing and not undecided:
+        notes.append(f"auto: every candidate fails the {precision} limits; the faster is kept (try --fallback-layers)")
+        return [], notes
+    return failing + (undecided if passing else []), notes
 
 
 def _judge(built: Mapping[str, Any], reference: Path, settings, status: Callable) -> dict[str, dict[str, Any]]:
