@@ -1,10 +1,10 @@
 """``--backend auto`` on a CPU: build with every candidate backend, time the engines side by side, keep the faster.
 
 A reduced-precision candidate is first judged by the validation verdict (:func:`deploy_res.validation.validate`)
-against the FP32 graph it was built from, on the calibration data, and :func:`gate` keeps the ones ``tune`` would
-time: when any candidate PASSES, only the passing ones (a FAIL or an INCONCLUSIVE one is removed and never timed);
-when none passes, the INCONCLUSIVE ones; when every one fails, all, and the faster is kept with a note saying so
-(the build's own ``validate`` then fails it). So auto never picks a faster engine that fails the limits, nor one
+against the FP32 graph it was built from, on the calibration data, and :func:`gate` keeps the candidates of the
+best outcome present: when any PASSES, only the passing ones, as ``tune`` times only PASSING engines (a FAIL or an
+INCONCLUSIVE one is removed and never timed); when none passes, the INCONCLUSIVE ones; when every one fails, all,
+and the faster is kept with a note saying so (the build's own ``validate`` then fails it). So auto never picks a faster engine that fails the limits, nor one
 the data cannot show within them over one that it can.
 """
 
@@ -62,27 +62,25 @@ def build_measured(candidates: Sequence[str], build: Callable[..., Any], setting
 
 
 def gate(judged: Mapping[str, Mapping[str, Any]], precision: str) -> tuple[list[str], list[str]]:
-    """``(candidates removed before timing, notes)`` from each candidate's verdict, as ``tune`` chooses: when any
-    candidate PASSES, only the passing ones are timed (a FAIL or an INCONCLUSIVE one is removed); when none passes,
-    the INCONCLUSIVE ones are timed and the failing ones removed; when every one FAILS, none is removed (the faster is
-    kept, and the build's own ``validate`` fails it)."""
-    by_outcome: dict[str, list[str]] = {"pass": [], "inconclusive": [], "fail": []}
-    for name, verdict in judged.items():
-        by_outcome.setdefault(verdict["outcome"], []).append(name)
-    passing, undecided, failing = by_outcome["pass"], by_outcome["inconclusive"], by_outcome["fail"]
+    """``(candidates removed before timing, notes)`` from each candidate's verdict: the candidates of the best
+    outcome present are kept, the others removed. When any PASSES, only the passing ones are timed (as ``tune`` times
+    only PASSING engines); when none passes, the INCONCLUSIVE ones; when every one FAILS, all (the faster is kept,
+    and the build's own ``validate`` fails it)."""
+    passing, undecided, failing = ([name for name, verdict in judged.items() if verdict["outcome"] == outcome]
+                                   for outcome in ("pass", "inconclusive", "fail"))
+    kept = passing or undecided or failing
     notes = [f"auto: {name} {verdict['verdict']}" for name, verdict in judged.items()]
-    if failing and (passing or undecided):
+    if failing and kept is not failing:
         notes.append(f"auto: {', '.join(failing)} removed: it fails the {precision} limits, so it is not timed")
-    if passing and undecided:
+    if undecided and kept is passing:
         notes.append(f"auto: {', '.join(undecided)} removed: its verdict is INCONCLUSIVE and {', '.join(passing)} passes the {precision} "
                      f"limits, so it is not timed")
-    if not passing and undecided:
+    if kept is undecided:
         notes.append(f"auto: no candidate passes the {precision} limits on these samples; the INCONCLUSIVE ones are timed "
                      f"(more --calib-samples may decide)")
-    if judged and not passing and not undecided:
+    elif kept and kept is failing:
         notes.append(f"auto: every candidate fails the {precision} limits; the faster is kept (try --fallback-layers)")
-        return [], notes
-    return failing + (undecided if passing else []), notes
+    return [name for name in judged if name not in kept], notes
 
 
 def _judge(built: Mapping[str, Any], reference: Path, settings, status: Callable) -> dict[str, dict[str, Any]]:

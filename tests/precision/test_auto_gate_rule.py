@@ -1,5 +1,5 @@
-"""The rule ``--backend auto`` times candidates by (:func:`deploy_res.build.auto.gate`): the choice ``tune`` makes,
-on each candidate's validation verdict. The builds and verdicts themselves are exercised in test_auto_gate.py."""
+"""The rule ``--backend auto`` times candidates by (:func:`deploy_res.build.auto.gate`): only those of the best
+validation verdict present, so a PASSING one is never beaten by a faster INCONCLUSIVE one. The builds and verdicts themselves are exercised in test_auto_gate.py."""
 
 from __future__ import annotations
 
